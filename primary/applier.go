@@ -22,7 +22,7 @@ import (
 // crossover `longhaul bench apply` measured on the project's reference
 // machine (2 cores, PostgreSQL 15); --copy-threshold overrides it and
 // --copy-threshold=auto measures it on the live database at start.
-const DefaultCopyThreshold = 2000
+const DefaultCopyThreshold = 1000
 
 // ApplierConfig configures an Applier.
 type ApplierConfig struct {

@@ -169,3 +169,23 @@ func timeWrite(ctx context.Context, conn *pgx.Conn, path Path, rows []row) (time
 	}
 	return time.Since(start), nil
 }
+
+// WriteDirect writes the insights of one call the way the seed's fixed API
+// did, with no edge and no ledger: below threshold one UNNEST upsert (one
+// statement, one round trip), from it COPY into the staging table and one
+// merge in a transaction. Benchmarks use it as the baseline longhaul is
+// measured against; conn must not be shared meanwhile.
+func WriteDirect(ctx context.Context, conn *pgx.Conn, ins []*longhaulv1.BatchInsight, threshold int) error {
+	rows := prepare(ins, nil).rows
+	if len(rows) < threshold {
+		c := toColumns(rows)
+		_, err := conn.Exec(ctx, sqlUnnest, c.account, c.asset, c.kind, c.subject, c.severity, c.details,
+			c.scanID, c.checker, c.firstSeen, c.lastSeen, c.hash)
+		return err
+	}
+	if err := ensureStaging(ctx, conn); err != nil {
+		return err
+	}
+	_, err := timeWrite(ctx, conn, PathCopy, rows)
+	return err
+}

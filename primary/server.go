@@ -100,7 +100,8 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 	defer cancel()
 	batches := make(chan *longhaulv1.Batch, s.cfg.MaxInFlight-1)
 	readErr := make(chan error, 1)
-	// The reader ends when Recv fails, which it does once Ship returns.
+	// The reader ends when Recv fails, which it does once Ship returns. It
+	// reports why in readErr (once) before closing batches.
 	go func() {
 		defer close(batches)
 		for {
@@ -117,6 +118,7 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 			select {
 			case batches <- b:
 			case <-ctx.Done():
+				readErr <- ctx.Err()
 				return
 			}
 		}

@@ -157,6 +157,11 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(256<<20), // a batch of 500,000 insights
+		// Windows large enough for several multi-MiB batches in flight
+		// across a long round trip; gRPC's own start at 64 KiB and grow
+		// one round trip at a time.
+		grpc.InitialWindowSize(16<<20),
+		grpc.InitialConnWindowSize(64<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
 	)

@@ -1,6 +1,7 @@
 // Command longhaul is the one binary of longhaul: a subcommand per role.
 //
 //	longhaul primary   apply edges' batches to PostgreSQL (runs beside it)
+//	longhaul edge      accept insights in a region, make them durable, ship them
 //	longhaul version   print the version
 package main
 
@@ -27,6 +28,7 @@ type command struct {
 
 var commands = []command{
 	{"primary", "apply edges' batches to PostgreSQL (run it beside the database)", runPrimary},
+	{"edge", "accept checkers' insights in a region, make them durable, ship them to the primary", runEdge},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		_, err := fmt.Fprintln(stdout, "longhaul", version)
 		return err

@@ -67,7 +67,11 @@ type Obs struct {
 
 // NewObs precomputes what Compare needs of in.
 func NewObs(in *longhaulv1.BatchInsight) Obs {
-	return Obs{In: in, Severity: SeverityText(in.Severity), Hash: DetailsHash(in.Details), FirstSeen: in.ObservedAtUnixMicros}
+	first := in.ObservedAtUnixMicros
+	if f := in.FirstSeenUnixMicros; f != 0 && f < first {
+		first = f // an edge collapsed earlier observations into this one
+	}
+	return Obs{In: in, Severity: SeverityText(in.Severity), Hash: DetailsHash(in.Details), FirstSeen: first}
 }
 
 // Compare orders two observations of one key: the greater wins.
@@ -130,6 +134,11 @@ func Collapse(ins []*longhaulv1.BatchInsight) Result {
 		t.Count++
 		t.MinObserved = min(t.MinObserved, in.ObservedAtUnixMicros)
 	}
+	// seen notes an observation of a key its scan has already counted.
+	seen := func(in *longhaulv1.BatchInsight) {
+		t := counts[in.ScanId]
+		t.MinObserved = min(t.MinObserved, in.ObservedAtUnixMicros)
+	}
 	for i := 0; i < len(obs); {
 		j := i + 1
 		for j < len(obs) && CompareKey(obs[i].In, obs[j].In) == 0 {
@@ -144,20 +153,23 @@ func Collapse(ins []*longhaulv1.BatchInsight) Result {
 		}
 	next:
 		for k := i + 1; k < j; k++ {
-			w.FirstSeen = min(w.FirstSeen, obs[k].In.ObservedAtUnixMicros)
+			in := obs[k].In
+			w.FirstSeen = min(w.FirstSeen, obs[k].FirstSeen)
 			if scans != nil {
-				if scans[obs[k].In.ScanId] {
+				if scans[in.ScanId] {
+					seen(in)
 					continue
 				}
-				scans[obs[k].In.ScanId] = true
+				scans[in.ScanId] = true
 			} else {
 				for m := i; m < k; m++ {
-					if obs[m].In.ScanId == obs[k].In.ScanId {
+					if obs[m].In.ScanId == in.ScanId {
+						seen(in)
 						continue next
 					}
 				}
 			}
-			count(obs[k].In)
+			count(in)
 		}
 		r.Dropped += j - i - 1
 		r.Winners = append(r.Winners, w)

@@ -452,8 +452,11 @@ type BatchInsight struct {
 	ObservedAtUnixMicros int64  `protobuf:"varint,7,opt,name=observed_at_unix_micros,json=observedAtUnixMicros,proto3" json:"observed_at_unix_micros,omitempty"`
 	ScanId               string `protobuf:"bytes,8,opt,name=scan_id,json=scanId,proto3" json:"scan_id,omitempty"`
 	Checker              string `protobuf:"bytes,9,opt,name=checker,proto3" json:"checker,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The earliest observation of this key among those the edge collapsed
+	// into this one (it becomes first_seen_at); 0 when none was earlier.
+	FirstSeenUnixMicros int64 `protobuf:"varint,10,opt,name=first_seen_unix_micros,json=firstSeenUnixMicros,proto3" json:"first_seen_unix_micros,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *BatchInsight) Reset() {
@@ -547,6 +550,13 @@ func (x *BatchInsight) GetChecker() string {
 		return x.Checker
 	}
 	return ""
+}
+
+func (x *BatchInsight) GetFirstSeenUnixMicros() int64 {
+	if x != nil {
+		return x.FirstSeenUnixMicros
+	}
+	return 0
 }
 
 type ScanTally struct {
@@ -729,7 +739,7 @@ const file_longhaul_v1_ship_proto_rawDesc = "" +
 	"\binsights\x18\x04 \x03(\v2\x19.longhaul.v1.BatchInsightR\binsights\x12=\n" +
 	"\vcompletions\x18\x05 \x03(\v2\x1b.longhaul.v1.ScanCompletionR\vcompletions\x120\n" +
 	"\atallies\x18\x06 \x03(\v2\x16.longhaul.v1.ScanTallyR\atallies\x12,\n" +
-	"\x12oldest_unix_micros\x18\a \x01(\x03R\x10oldestUnixMicros\"\xa8\x02\n" +
+	"\x12oldest_unix_micros\x18\a \x01(\x03R\x10oldestUnixMicros\"\xdd\x02\n" +
 	"\fBatchInsight\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12\x14\n" +
@@ -740,7 +750,9 @@ const file_longhaul_v1_ship_proto_rawDesc = "" +
 	"\adetails\x18\x06 \x01(\fR\adetails\x125\n" +
 	"\x17observed_at_unix_micros\x18\a \x01(\x03R\x14observedAtUnixMicros\x12\x17\n" +
 	"\ascan_id\x18\b \x01(\tR\x06scanId\x12\x18\n" +
-	"\achecker\x18\t \x01(\tR\achecker\"x\n" +
+	"\achecker\x18\t \x01(\tR\achecker\x123\n" +
+	"\x16first_seen_unix_micros\x18\n" +
+	" \x01(\x03R\x13firstSeenUnixMicros\"x\n" +
 	"\tScanTally\x12\x17\n" +
 	"\ascan_id\x18\x01 \x01(\tR\x06scanId\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12<\n" +

@@ -1,0 +1,255 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
+	"github.com/longhaul/longhaul/wal"
+)
+
+// RetryAfterFull is the retry hint a checker gets when the WAL is full.
+const RetryAfterFull = 5 * time.Second
+
+// Server implements the Ingest service: validate, append to the WAL (an OK
+// answer means durable), answer with the sequence range.
+type Server struct {
+	longhaulv1.UnimplementedIngestServer
+
+	log     *wal.Log
+	limits  Limits
+	logger  *slog.Logger
+	metrics *serverMetrics
+	now     func() time.Time
+
+	// closing refuses new pushes during shutdown; pushes holds those
+	// under way, so shutdown can wait for them.
+	mu      sync.RWMutex
+	closing bool
+	pushes  sync.WaitGroup
+}
+
+type serverMetrics struct {
+	requests   *prometheus.CounterVec   // by method and code
+	insights   prometheus.Counter       // accepted
+	invalid    prometheus.Counter       // requests refused as invalid
+	full       prometheus.Counter       // requests refused: WAL full
+	validation prometheus.Histogram     // seconds per request
+	walSync    prometheus.Histogram     // seconds per append (fsync included)
+	ack        *prometheus.HistogramVec // seconds from request to answer, by method
+}
+
+func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
+	buckets := prometheus.ExponentialBuckets(0.0001, 2, 16)
+	m := &serverMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "longhaul_edge_requests_total",
+			Help: "Ingest requests, by method and gRPC code."}, []string{"method", "code"}),
+		insights: prometheus.NewCounter(prometheus.CounterOpts{Name: "longhaul_edge_insights_accepted_total",
+			Help: "Insights accepted (durable in the WAL)."}),
+		invalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "longhaul_edge_requests_invalid_total",
+			Help: "Requests refused as invalid (nothing written)."}),
+		full: prometheus.NewCounter(prometheus.CounterOpts{Name: "longhaul_edge_requests_full_total",
+			Help: "Requests refused because the WAL reached its quota."}),
+		validation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "longhaul_edge_validation_seconds",
+			Help: "Time to validate one request.", Buckets: buckets}),
+		walSync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "longhaul_edge_wal_append_seconds",
+			Help: "Time to append one request to the WAL, fsync included.", Buckets: buckets}),
+		ack: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "longhaul_edge_ack_seconds",
+			Help: "Time from a request's arrival to its acknowledgement.", Buckets: buckets}, []string{"method"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.insights, m.invalid, m.full, m.validation, m.walSync, m.ack} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// NewServer returns an Ingest service writing to log.
+func NewServer(log *wal.Log, limits Limits, logger *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	m, err := newServerMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Server{log: log, limits: limits.withDefaults(), logger: logger, metrics: m, now: time.Now}, nil
+}
+
+var errShuttingDown = status.Error(codes.Unavailable, "edge is shutting down")
+
+// begin registers a push under way; false once the server is closing.
+func (s *Server) begin() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closing {
+		return false
+	}
+	s.pushes.Add(1)
+	return true
+}
+
+// Close refuses new pushes and waits for those under way to be answered.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.pushes.Wait()
+}
+
+// Push accepts all of a request's insights or none.
+func (s *Server) Push(ctx context.Context, req *longhaulv1.PushRequest) (*longhaulv1.PushResponse, error) {
+	start := time.Now()
+	resp, err := s.push(ctx, req)
+	s.done("Push", start, err)
+	return resp, err
+}
+
+func (s *Server) push(ctx context.Context, req *longhaulv1.PushRequest) (*longhaulv1.PushResponse, error) {
+	if !s.begin() {
+		return nil, errShuttingDown
+	}
+	defer s.pushes.Done()
+	first, last, err := s.accept(ctx, req.Insights)
+	if err != nil {
+		return nil, err
+	}
+	return &longhaulv1.PushResponse{FirstSeq: first, LastSeq: last, Accepted: int64(len(req.Insights))}, nil
+}
+
+// PushStream accepts each request of the stream whole; the answer covers
+// the stream. An error ends the stream: the requests before it were
+// accepted (and durable), the one that failed and those after were not.
+func (s *Server) PushStream(stream longhaulv1.Ingest_PushStreamServer) error {
+	start := time.Now()
+	err := s.pushStream(stream)
+	s.done("PushStream", start, err)
+	return err
+}
+
+func (s *Server) pushStream(stream longhaulv1.Ingest_PushStreamServer) error {
+	if !s.begin() {
+		return errShuttingDown
+	}
+	defer s.pushes.Done()
+	resp := &longhaulv1.PushResponse{}
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(resp)
+		}
+		if err != nil {
+			return err
+		}
+		first, last, err := s.accept(stream.Context(), req.Insights)
+		if err != nil {
+			if resp.Accepted > 0 {
+				// Say what was accepted before the failure.
+				st, _ := status.FromError(err)
+				return status.Errorf(st.Code(), "%s (the %d insights before, seq %d..%d, were accepted)", st.Message(), resp.Accepted, resp.FirstSeq, resp.LastSeq)
+			}
+			return err
+		}
+		if resp.FirstSeq == 0 {
+			resp.FirstSeq = first
+		}
+		resp.LastSeq = last
+		resp.Accepted += int64(len(req.Insights))
+	}
+}
+
+// CompleteScan records the end of a scan.
+func (s *Server) CompleteScan(ctx context.Context, req *longhaulv1.CompleteScanRequest) (*longhaulv1.CompleteScanResponse, error) {
+	start := time.Now()
+	resp, err := s.completeScan(ctx, req)
+	s.done("CompleteScan", start, err)
+	return resp, err
+}
+
+func (s *Server) completeScan(ctx context.Context, req *longhaulv1.CompleteScanRequest) (*longhaulv1.CompleteScanResponse, error) {
+	if !s.begin() {
+		return nil, errShuttingDown
+	}
+	defer s.pushes.Done()
+	if req.Completion == nil {
+		s.metrics.invalid.Inc()
+		return nil, (&FieldError{Index: -1, Field: "completion", Reason: "is required"}).GRPCStatus().Err()
+	}
+	c, err := ValidateCompletion(s.now(), s.limits, req.Completion)
+	if err != nil {
+		s.metrics.invalid.Inc()
+		return nil, err
+	}
+	payload, err := EncodeCompletion(c)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encode completion: %v", err)
+	}
+	_, last, err := s.append(ctx, [][]byte{payload})
+	if err != nil {
+		return nil, err
+	}
+	return &longhaulv1.CompleteScanResponse{Seq: last}, nil
+}
+
+// accept validates insights and appends them to the WAL as one group.
+func (s *Server) accept(ctx context.Context, ins []*longhaulv1.Insight) (first, last uint64, err error) {
+	t := time.Now()
+	valid, err := ValidateInsights(s.now(), s.limits, ins)
+	s.metrics.validation.Observe(time.Since(t).Seconds())
+	if err != nil {
+		s.metrics.invalid.Inc()
+		return 0, 0, err
+	}
+	payloads := make([][]byte, len(valid))
+	for i, in := range valid {
+		if payloads[i], err = EncodeInsight(in); err != nil {
+			return 0, 0, status.Errorf(codes.Internal, "encode insights[%d]: %v", i, err)
+		}
+	}
+	first, last, err = s.append(ctx, payloads)
+	if err == nil {
+		s.metrics.insights.Add(float64(len(valid)))
+	}
+	return first, last, err
+}
+
+func (s *Server) append(ctx context.Context, payloads [][]byte) (first, last uint64, err error) {
+	t := time.Now()
+	first, last, err = s.log.Append(ctx, payloads)
+	s.metrics.walSync.Observe(time.Since(t).Seconds())
+	switch {
+	case err == nil:
+		return first, last, nil
+	case errors.Is(err, wal.ErrFull):
+		s.metrics.full.Inc()
+		st, _ := status.New(codes.ResourceExhausted, "edge: the write-ahead log is full; retry later or push to another edge").
+			WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(RetryAfterFull)})
+		return 0, 0, st.Err()
+	case ctx.Err() != nil:
+		return 0, 0, status.FromContextError(ctx.Err()).Err()
+	}
+	s.logger.Error("edge: WAL append failed; refusing writes", "err", err)
+	return 0, 0, status.Error(codes.Unavailable, fmt.Sprintf("edge: cannot write: %v", err))
+}
+
+func (s *Server) done(method string, start time.Time, err error) {
+	code := status.Code(err)
+	s.metrics.requests.WithLabelValues(method, code.String()).Inc()
+	if err == nil {
+		s.metrics.ack.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	}
+}

@@ -1,0 +1,880 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/stats"
+
+	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
+	"github.com/longhaul/longhaul/internal/coalesce"
+	"github.com/longhaul/longhaul/wal"
+)
+
+// The shipper moves the WAL to the primary over one long-lived gRPC stream
+// (longhaul.v1.Shipper/Ship, api/longhaul/v1/ship.proto):
+//
+//	edge                                         primary
+//	  Hello{edge_id, region}            ──►
+//	                                    ◄──  Welcome{applied_seq}
+//	  truncate the WAL to applied_seq; resume at applied_seq+1
+//	  Batch{first_seq..last_seq, …}     ──►  apply in one transaction with
+//	  Batch{…}                          ──►  the ledger; in order
+//	  … up to MaxInFlight unacknowledged
+//	                                    ◄──  Ack{first..last, APPLIED, applied_seq}
+//	  truncate the WAL to applied_seq
+//
+// A batch is a contiguous run of WAL sequence numbers, each batch starting
+// right after the one before, and the primary applies a batch only if it
+// starts right after its ledger. So the primary's applied sequence is always
+// a prefix of the WAL, and everything the edge needs to know to resume is
+// that one number, which every Welcome and Ack carries.
+//
+// Guarantees:
+//
+//   - At least once, applied once. A record leaves the WAL only after an Ack
+//     (or Welcome) says the primary applied a range that covers it. Whatever
+//     breaks (the link, the stream, the primary, the edge process), the next
+//     stream resumes after the primary's applied sequence and sends again
+//     what was not acknowledged; the primary's ledger makes a resent range a
+//     DUPLICATE instead of a second write.
+//   - Order. Batches are sent, applied and acknowledged in WAL order.
+//   - Coalescing keeps the result. Within a batch only the winner of each
+//     insight key under last-writer-wins (internal/coalesce) is sent, which is
+//     what the primary would keep of the batch; the per-scan tallies are
+//     counted before coalescing, so scan progress stays exact; and the
+//     winner carries the key's earliest observation in the batch
+//     (first_seen_unix_micros), so first_seen_at is what it would have been
+//     without coalescing.
+//   - No poison records. A WAL record that does not decode is logged,
+//     counted (longhaul_edge_ship_bad_records_total) and skipped; the batch's
+//     range still covers it, so it never blocks the records behind it.
+//   - Throughput does not fall with the round-trip time while MaxInFlight
+//     batches cover it, once the primary's HTTP/2 receive window lets them
+//     through: gRPC opens that window from 64 KiB one round trip at a time
+//     (BDP estimation) unless the server sets it (grpc.InitialWindowSize,
+//     grpc.InitialConnWindowSize). At 150 ms that ramp costs about a second
+//     per connection (BenchmarkShipRTT); the first batches of a stream are
+//     smaller, so the primary starts applying during it.
+//   - Never silent loss. When the primary's ledger cannot be a prefix of this
+//     WAL (it is beyond every sequence the WAL ever held: the edge id was
+//     reused with a wiped disk; or the WAL has truncated past it: the
+//     primary lost acknowledged batches), Run stops with ErrLedgerMismatch
+//     instead of shipping, and truncates nothing.
+
+// ErrLedgerMismatch is returned by Run when the primary's applied sequence
+// for this edge is beyond everything the WAL ever held, or behind what the
+// WAL has already truncated. Shipping on would lose records silently, so the
+// shipper stops; an operator must decide (a new edge id for a wiped disk, or
+// a replay for a restored primary).
+var ErrLedgerMismatch = errors.New("edge: the primary's ledger does not match the WAL")
+
+// ShipperConfig configures a Shipper. Zero fields take the defaults given.
+type ShipperConfig struct {
+	// EdgeID names this edge's WAL in the primary's ledger. It must stay the
+	// same across restarts of the edge, and be unique among edges. Required.
+	EdgeID string
+	// Region is reported to the primary in the Hello.
+	Region string
+	// Primary is the primary's gRPC address, host:port. Required.
+	Primary string
+	// DialOptions are added after the shipper's own (insecure transport,
+	// keepalive, connection backoff, a stats handler), so they may replace
+	// them: e.g. grpc.WithTransportCredentials for TLS.
+	DialOptions []grpc.DialOption
+
+	// MaxBatchBytes bounds the WAL payload bytes of one batch (a record
+	// larger than it goes alone). Default 4 MiB.
+	MaxBatchBytes int
+	// MaxBatchRecords bounds the WAL records of one batch. Default 100,000.
+	MaxBatchRecords int
+	// MaxBatchAge is how long the oldest record of a batch that is not full
+	// may wait for more records. Records already in the WAL never wait: a
+	// backlog ships in full batches. Default 250ms.
+	MaxBatchAge time.Duration
+	// MaxInFlight is how many batches may be sent and not yet acknowledged,
+	// so that throughput does not fall with the round-trip time. Default 8.
+	MaxInFlight int
+
+	// BackoffMin and BackoffMax bound the wait before reconnecting after a
+	// failure; it doubles after each failure without progress, with
+	// jitter. Defaults 100ms and 10s.
+	BackoffMin, BackoffMax time.Duration
+	// ConnectTimeout bounds connecting and the Hello/Welcome exchange.
+	// Default 10s.
+	ConnectTimeout time.Duration
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the shipper's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Keepalive of the stream's connection: a dead link (a blackhole, a peer
+// gone without a reset) is noticed within about shipKeepaliveTime +
+// shipKeepaliveTimeout. gRPC does not ping more often than every 10s, and
+// the primary refuses pings more often than every 5s.
+const (
+	shipKeepaliveTime    = 10 * time.Second
+	shipKeepaliveTimeout = 5 * time.Second
+)
+
+func (c *ShipperConfig) setDefaults() {
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 4 << 20
+	}
+	if c.MaxBatchRecords == 0 {
+		c.MaxBatchRecords = 100_000
+	}
+	if c.MaxBatchAge == 0 {
+		c.MaxBatchAge = 250 * time.Millisecond
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 8
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = 100 * time.Millisecond
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = 10 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// shipFirstBatchBytes bounds the first batch of a stream; see send.
+const shipFirstBatchBytes = 256 << 10
+
+// shipMaxBatchBytes keeps a batch well inside the primary's 256 MiB
+// message limit, whatever the protobuf overhead.
+const shipMaxBatchBytes = 128 << 20
+
+func (c *ShipperConfig) validate() error {
+	var errs []error
+	if c.EdgeID == "" {
+		errs = append(errs, errors.New("an EdgeID is required"))
+	}
+	if c.Primary == "" {
+		errs = append(errs, errors.New("a Primary address is required"))
+	}
+	if c.MaxBatchBytes < 1 || c.MaxBatchBytes > shipMaxBatchBytes {
+		errs = append(errs, fmt.Errorf("MaxBatchBytes %d is outside [1, %d]", c.MaxBatchBytes, shipMaxBatchBytes))
+	}
+	if c.MaxBatchRecords < 1 {
+		errs = append(errs, fmt.Errorf("MaxBatchRecords %d must be at least 1", c.MaxBatchRecords))
+	}
+	if c.MaxBatchAge < 0 {
+		errs = append(errs, fmt.Errorf("MaxBatchAge %v is negative", c.MaxBatchAge))
+	}
+	if c.MaxInFlight < 1 {
+		errs = append(errs, fmt.Errorf("MaxInFlight %d must be at least 1", c.MaxInFlight))
+	}
+	if c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin {
+		errs = append(errs, fmt.Errorf("backoff %v..%v is not a range of positive durations", c.BackoffMin, c.BackoffMax))
+	}
+	if c.ConnectTimeout < 0 {
+		errs = append(errs, fmt.Errorf("ConnectTimeout %v is negative", c.ConnectTimeout))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("edge: invalid shipper config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Shipper ships an edge's WAL to the primary; see Run.
+type Shipper struct {
+	log      *wal.Log
+	cfg      ShipperConfig
+	logger   *slog.Logger
+	m        *shipMetrics
+	dialOpts []grpc.DialOption
+	running  atomic.Bool
+
+	mu    sync.Mutex
+	stats ShipperStats
+}
+
+// ShipperStats is a snapshot of a shipper's state and counters since
+// NewShipper.
+type ShipperStats struct {
+	// Connected is true while a stream is up (the primary has welcomed it).
+	Connected bool
+	// AppliedSeq is the primary's applied sequence for this edge, as last
+	// heard (Welcome or Ack); everything up to it is truncated from the WAL.
+	AppliedSeq uint64
+	// SentSeq is the last sequence sent on the current stream.
+	SentSeq uint64
+	// InFlight is the number of batches sent and not acknowledged;
+	// PeakInFlight the most there ever were.
+	InFlight, PeakInFlight int
+
+	// Connects counts streams the primary welcomed; Reconnects the streams
+	// (or attempts) that failed and were followed by a reconnect.
+	Connects, Reconnects uint64
+
+	// BatchesSent counts batches sent, resends included; RecordsSent the
+	// WAL records they covered; PayloadBytes their encoded size, and
+	// WireBytes what gRPC sent for them (compressed, with framing).
+	BatchesSent, RecordsSent uint64
+	PayloadBytes, WireBytes  uint64
+
+	// Acks by status.
+	Applied, Duplicates, OutOfSequence uint64
+
+	// Counted once, when the batch holding them is APPLIED: WAL records,
+	// insights read from them, insight rows sent for them (winners),
+	// insights coalesced away (InsightsIn - InsightsOut), completions,
+	// and records skipped because they do not decode.
+	RecordsApplied, InsightsIn, InsightsOut, Coalesced, Completions, BadRecords uint64
+	// Rows and DeadLetters as the primary reported them in its acks.
+	Rows, DeadLetters uint64
+
+	// LedgerMismatch is set when the shipper stopped on ErrLedgerMismatch.
+	LedgerMismatch bool
+	// LastError is the error that ended the last stream, "" if none did.
+	LastError string
+}
+
+// NewShipper returns a shipper of log's records to cfg.Primary. It does not
+// connect; Run does. Close log only after Run has returned.
+func NewShipper(log *wal.Log, cfg ShipperConfig) (*Shipper, error) {
+	if log == nil {
+		return nil, errors.New("edge: NewShipper: nil WAL")
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Shipper{log: log, cfg: cfg, logger: cfg.Logger.With("edge_id", cfg.EdgeID)}
+	s.m = newShipMetrics(s)
+	if cfg.Registerer != nil {
+		if err := s.m.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("edge: shipper metrics: %w", err)
+		}
+	}
+	s.dialOpts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: shipKeepaliveTime, Timeout: shipKeepaliveTimeout, PermitWithoutStream: true,
+		}),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.BackoffMax},
+			MinConnectTimeout: cfg.ConnectTimeout,
+		}),
+		grpc.WithStatsHandler(shipWireCounter{s}),
+	}, cfg.DialOptions...)
+	// Catch a malformed address or option now rather than in every
+	// reconnection.
+	cc, err := grpc.NewClient(cfg.Primary, s.dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("edge: shipper: %w", err)
+	}
+	_ = cc.Close()
+	return s, nil
+}
+
+// Stats returns a snapshot of the shipper's state and counters.
+func (s *Shipper) Stats() ShipperStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Run ships until ctx ends, then returns nil. Each stream lives as long as
+// it can; when it fails (the primary is down or restarting, the link is
+// cut, blackholed or reset, the primary answers UNAVAILABLE or
+// OUT_OF_SEQUENCE), Run waits a backoff and opens a new one, on a new
+// connection, resuming after the primary's applied sequence. It returns an
+// error only when shipping on could lose data: ErrLedgerMismatch. Run must
+// not be called again while it runs; no goroutine of it is left once it has
+// returned.
+func (s *Shipper) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("edge: shipper: Run is already running")
+	}
+	defer s.running.Store(false)
+	attempt := 0
+	for {
+		start := time.Now()
+		progress, err := s.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrLedgerMismatch) {
+			s.mu.Lock()
+			s.stats.LedgerMismatch, s.stats.LastError = true, err.Error()
+			s.mu.Unlock()
+			s.m.ledgerMismatch.Set(1)
+			s.logger.Error("ship: STOPPED SHIPPING: "+err.Error()+"; the WAL is kept as it is", "err", err)
+			return err
+		}
+		if progress || time.Since(start) > s.cfg.BackoffMax {
+			attempt = 0
+		}
+		wait := s.backoff(attempt)
+		attempt++
+		s.m.reconnects.Inc()
+		s.mu.Lock()
+		s.stats.Reconnects++
+		s.stats.LastError = err.Error()
+		s.mu.Unlock()
+		s.logger.Warn("ship: stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is the wait before the reconnection that follows attempt failed
+// ones: BackoffMin doubled per attempt up to BackoffMax, then a random
+// point in its upper half, so that edges cut off together do not come back
+// together.
+func (s *Shipper) backoff(attempt int) time.Duration {
+	d := s.cfg.BackoffMax
+	if attempt < 30 {
+		d = min(s.cfg.BackoffMin<<attempt, s.cfg.BackoffMax)
+	}
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// errConnectTimeout ends a stream whose Welcome did not come in time.
+var errConnectTimeout = errors.New("edge: ship: no welcome from the primary within the connect timeout")
+
+// session runs one stream, on a connection of its own, until it fails. It
+// reports whether any batch was acknowledged.
+func (s *Shipper) session(ctx context.Context) (progress bool, err error) {
+	// A new connection per stream: after a failure the old one is suspect
+	// (a blackholed connection looks alive until keepalive gives up).
+	cc, err := grpc.NewClient(s.cfg.Primary, s.dialOpts...)
+	if err != nil {
+		return false, fmt.Errorf("edge: ship: %w", err)
+	}
+	defer func() { _ = cc.Close() }()
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	timer := time.AfterFunc(s.cfg.ConnectTimeout, func() { cancel(errConnectTimeout) })
+	stream, applied, err := s.handshake(sctx, cc)
+	if !timer.Stop() {
+		err = context.Cause(sctx)
+	}
+	if err != nil {
+		return false, err
+	}
+	next, err := s.resume(sctx, applied)
+	if err != nil {
+		return false, err
+	}
+	s.m.connected.Set(1)
+	s.m.appliedSeq.Set(float64(applied))
+	s.mu.Lock()
+	s.stats.Connected, s.stats.Connects, s.stats.AppliedSeq, s.stats.SentSeq = true, s.stats.Connects+1, applied, applied
+	s.mu.Unlock()
+	s.logger.Info("ship: connected", "primary", s.cfg.Primary, "applied_seq", applied, "backlog", s.log.Stats().Records)
+	defer func() {
+		s.m.connected.Set(0)
+		s.m.inFlight.Set(0)
+		s.mu.Lock()
+		s.stats.Connected, s.stats.InFlight = false, 0
+		s.mu.Unlock()
+	}()
+
+	st := &shipStream{
+		s: s, stream: stream, next: next,
+		window:  make(chan struct{}, s.cfg.MaxInFlight),
+		flights: make(chan *flight, s.cfg.MaxInFlight),
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { cancel(st.receive(sctx)) })
+	if err := st.send(sctx); !errors.Is(err, io.EOF) {
+		cancel(err)
+	} // else the stream ended: the receiver gets why
+	wg.Wait()
+	return st.acked.Load(), context.Cause(sctx)
+}
+
+// handshake opens the stream and exchanges Hello and Welcome.
+func (s *Shipper) handshake(ctx context.Context, cc *grpc.ClientConn) (longhaulv1.Shipper_ShipClient, uint64, error) {
+	stream, err := longhaulv1.NewShipperClient(cc).Ship(ctx, grpc.UseCompressor(gzip.Name))
+	if err != nil {
+		return nil, 0, fmt.Errorf("edge: ship: open stream to %s: %w", s.cfg.Primary, err)
+	}
+	hello := &longhaulv1.Hello{EdgeId: s.cfg.EdgeID, Region: s.cfg.Region}
+	if err := stream.Send(&longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Hello{Hello: hello}}); err != nil && !errors.Is(err, io.EOF) {
+		return nil, 0, fmt.Errorf("edge: ship: hello: %w", err)
+	} // on io.EOF, Recv says why
+	m, err := stream.Recv()
+	if err != nil {
+		return nil, 0, fmt.Errorf("edge: ship: welcome: %w", err)
+	}
+	w := m.GetWelcome()
+	if w == nil {
+		return nil, 0, fmt.Errorf("edge: ship: the primary answered the hello with %T, not a welcome", m.Kind)
+	}
+	return stream, w.AppliedSeq, nil
+}
+
+// resume truncates what the primary has applied and returns the first
+// sequence to send, after checking that the primary's applied sequence can
+// be a prefix of this WAL.
+func (s *Shipper) resume(ctx context.Context, applied uint64) (uint64, error) {
+	st := s.log.Stats()
+	switch {
+	case applied > st.LastSeq:
+		return 0, fmt.Errorf("%w: the primary has applied up to sequence %d for edge %q, but this WAL never went beyond %d "+
+			"(was the edge id reused with a new disk?)", ErrLedgerMismatch, applied, s.cfg.EdgeID, st.LastSeq)
+	case applied < st.TruncatedSeq:
+		return 0, fmt.Errorf("%w: the primary has applied up to sequence %d for edge %q, but this WAL has already truncated up to %d "+
+			"after the primary acknowledged it (was the primary's database restored from a backup?)", ErrLedgerMismatch, applied, s.cfg.EdgeID, st.TruncatedSeq)
+	}
+	if err := s.log.Truncate(ctx, applied); err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		// Not fatal: the records are applied, they only take quota.
+		s.logger.Error("ship: truncating the WAL", "up_to", applied, "err", err)
+	}
+	return applied + 1, nil
+}
+
+// shipStream is the state of one stream.
+type shipStream struct {
+	s      *Shipper
+	stream longhaulv1.Shipper_ShipClient
+	// window holds a token per batch in flight; flights the batches, in
+	// the order sent. Both have room for MaxInFlight.
+	window  chan struct{}
+	flights chan *flight
+	acked   atomic.Bool
+
+	// Sender only: the next sequence to read, and records read but left
+	// for the next batch.
+	next  uint64
+	carry []wal.Record
+}
+
+// flight is a batch sent and not yet acknowledged.
+type flight struct {
+	first, last uint64
+	sent        time.Time
+	oldest      time.Time // AppendedAt of its oldest record
+	records     int
+	insightsIn  int // insights decoded from its records
+	insightsOut int // winners sent
+	completions int
+	bad         []uint64 // sequences of records that did not decode
+	badErr      error    // the first one's error
+}
+
+// send sends batches while the window allows, until the stream fails.
+func (st *shipStream) send(ctx context.Context) error {
+	s := st.s
+	// The first batches of a stream are smaller, doubling up to
+	// MaxBatchBytes: HTTP/2 flow control opens the window from 64 KiB
+	// one round trip at a time, so over a long link a small first batch
+	// reaches the primary, and gets applied, while a full one would still
+	// be on its way.
+	limit := min(s.cfg.MaxBatchBytes, shipFirstBatchBytes)
+	for {
+		select {
+		case st.window <- struct{}{}:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		recs, err := st.collect(ctx, limit)
+		if err != nil {
+			return err
+		}
+		limit = min(2*limit, s.cfg.MaxBatchBytes)
+		b, f := s.build(recs)
+		req := &longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Batch{Batch: b}}
+		st.flights <- f // never blocks: the window token was taken
+		n := len(st.flights)
+		s.m.inFlight.Set(float64(n))
+		f.sent = time.Now()
+		if err := st.stream.Send(req); err != nil {
+			return err
+		}
+		s.m.batchesSent.Inc()
+		s.m.recordsSent.Add(float64(f.records))
+		s.mu.Lock()
+		s.stats.BatchesSent++
+		s.stats.RecordsSent += uint64(f.records)
+		s.stats.SentSeq = f.last
+		s.stats.InFlight = n
+		s.stats.PeakInFlight = max(s.stats.PeakInFlight, n)
+		s.mu.Unlock()
+	}
+}
+
+// collect returns the records of the next batch: as many as are in the WAL
+// from st.next, up to MaxBatchRecords and maxBytes of payload; when the WAL
+// has no more, it waits for more until the oldest record is MaxBatchAge
+// old.
+func (st *shipStream) collect(ctx context.Context, maxBytes int) ([]wal.Record, error) {
+	s := st.s
+	maxRecs := s.cfg.MaxBatchRecords
+	var recs []wal.Record
+	bytes := 0
+	for {
+		if len(st.carry) == 0 {
+			got, err := s.log.Read(ctx, st.next, maxRecs-len(recs), maxBytes-bytes)
+			if err != nil {
+				return nil, fmt.Errorf("edge: ship: read the WAL: %w", err)
+			}
+			if len(got) == 0 {
+				var deadline time.Time
+				if len(recs) > 0 {
+					deadline = recs[0].AppendedAt.Add(s.cfg.MaxBatchAge)
+					if !time.Now().Before(deadline) {
+						return recs, nil
+					}
+				}
+				more, err := st.wait(ctx, deadline)
+				if err != nil {
+					return nil, err
+				}
+				if !more {
+					return recs, nil
+				}
+				continue
+			}
+			if got[0].Seq != st.next {
+				// Only a truncation past the primary's ledger does this,
+				// which resume rules out; start the stream over to check.
+				return nil, fmt.Errorf("edge: ship: read the WAL from %d: it starts at %d", st.next, got[0].Seq)
+			}
+			st.carry, st.next = got, got[len(got)-1].Seq+1
+		}
+		i := 0
+		for ; i < len(st.carry) && len(recs) < maxRecs; i++ {
+			n := len(st.carry[i].Payload)
+			if len(recs) > 0 && bytes+n > maxBytes {
+				break
+			}
+			recs = append(recs, st.carry[i])
+			bytes += n
+		}
+		st.carry = st.carry[i:]
+		if len(st.carry) > 0 || len(recs) >= maxRecs || bytes >= maxBytes {
+			return recs, nil
+		}
+	}
+}
+
+// wait waits for a record after st.next-1, until deadline if it is set. It
+// reports whether there is one.
+func (st *shipStream) wait(ctx context.Context, deadline time.Time) (bool, error) {
+	wctx := ctx
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	err := st.s.log.Wait(wctx, st.next-1)
+	switch {
+	case err == nil:
+		return true, nil
+	case ctx.Err() != nil:
+		return false, context.Cause(ctx)
+	case wctx.Err() != nil:
+		return false, nil // the deadline: ship what there is
+	case errors.Is(err, wal.ErrFailed):
+		// The WAL takes no more appends until it is reopened, but what
+		// it holds is readable: ship it, then idle, acks still coming.
+		if !deadline.IsZero() {
+			return false, nil
+		}
+		<-ctx.Done()
+		return false, context.Cause(ctx)
+	default:
+		return false, fmt.Errorf("edge: ship: wait for the WAL: %w", err)
+	}
+}
+
+// build makes the batch of recs (contiguous, not empty).
+func (s *Shipper) build(recs []wal.Record) (*longhaulv1.Batch, *flight) {
+	f := &flight{first: recs[0].Seq, last: recs[len(recs)-1].Seq, oldest: recs[0].AppendedAt, records: len(recs)}
+	ins := make([]*longhaulv1.BatchInsight, 0, len(recs))
+	var completions []*longhaulv1.ScanCompletion
+	for _, r := range recs {
+		if r.AppendedAt.Before(f.oldest) {
+			f.oldest = r.AppendedAt
+		}
+		rec, err := DecodeRecord(r.Payload)
+		if err != nil {
+			if f.badErr == nil {
+				f.badErr = err
+			}
+			f.bad = append(f.bad, r.Seq)
+			continue
+		}
+		switch k := rec.Kind.(type) {
+		case *longhaulv1.WalRecord_Insight:
+			ins = append(ins, k.Insight)
+		case *longhaulv1.WalRecord_Completion:
+			completions = append(completions, k.Completion)
+		}
+	}
+	b := &longhaulv1.Batch{
+		EdgeId: s.cfg.EdgeID, FirstSeq: f.first, LastSeq: f.last,
+		Completions: completions, OldestUnixMicros: f.oldest.UnixMicro(),
+	}
+	f.insightsIn, f.completions = len(ins), len(completions)
+	if len(ins) > 0 {
+		c := coalesce.Collapse(ins)
+		b.Insights = make([]*longhaulv1.BatchInsight, 0, len(c.Winners))
+		for _, w := range c.Winners {
+			if w.FirstSeen < w.In.ObservedAtUnixMicros {
+				w.In.FirstSeenUnixMicros = w.FirstSeen // the record decoded for this batch, not shared
+			}
+			b.Insights = append(b.Insights, w.In)
+		}
+		f.insightsOut = len(c.Winners)
+		b.Tallies = make([]*longhaulv1.ScanTally, len(c.Tallies))
+		for i, t := range c.Tallies {
+			b.Tallies[i] = &longhaulv1.ScanTally{ScanId: t.ScanID, Count: t.Count, MinObservedAtUnixMicros: t.MinObserved}
+		}
+	}
+	return b, f
+}
+
+// errOutOfSequence ends a stream after an OUT_OF_SEQUENCE ack: the next
+// stream resumes after the primary's applied sequence.
+type errOutOfSequence struct{ first, applied uint64 }
+
+func (e errOutOfSequence) Error() string {
+	return fmt.Sprintf("edge: ship: batch from %d is out of sequence (the primary has applied up to %d); resuming", e.first, e.applied)
+}
+
+// receive reads the acks, in order, until the stream fails.
+func (st *shipStream) receive(ctx context.Context) error {
+	s := st.s
+	for {
+		m, err := st.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return errors.New("edge: ship: the primary ended the stream")
+		}
+		if err != nil {
+			return fmt.Errorf("edge: ship: %w", err)
+		}
+		ack := m.GetAck()
+		if ack == nil {
+			return fmt.Errorf("edge: ship: expected an ack, got %T", m.Kind)
+		}
+		var f *flight
+		select {
+		case f = <-st.flights:
+			<-st.window
+		default:
+			return fmt.Errorf("edge: ship: ack for %d..%d with no batch in flight", ack.FirstSeq, ack.LastSeq)
+		}
+		now := time.Now()
+		s.m.inFlight.Set(float64(len(st.flights)))
+		if ack.FirstSeq != f.first || ack.LastSeq != f.last {
+			return fmt.Errorf("edge: ship: ack for %d..%d, but the batch in flight is %d..%d", ack.FirstSeq, ack.LastSeq, f.first, f.last)
+		}
+		s.m.acks.WithLabelValues(shipStatusLabel(ack.Status)).Inc()
+		switch ack.Status {
+		case longhaulv1.Ack_APPLIED, longhaulv1.Ack_DUPLICATE:
+		case longhaulv1.Ack_OUT_OF_SEQUENCE:
+			s.mu.Lock()
+			s.stats.OutOfSequence++
+			s.mu.Unlock()
+			return errOutOfSequence{first: f.first, applied: ack.AppliedSeq}
+		default:
+			return fmt.Errorf("edge: ship: ack for %d..%d with unknown status %v", f.first, f.last, ack.Status)
+		}
+		st.acked.Store(true)
+		s.acked(ctx, ack, f, now)
+	}
+}
+
+// acked accounts for an APPLIED or DUPLICATE ack of f and truncates the WAL
+// up to the primary's applied sequence.
+func (s *Shipper) acked(ctx context.Context, ack *longhaulv1.Ack, f *flight, now time.Time) {
+	applied := ack.Status == longhaulv1.Ack_APPLIED
+	s.m.roundTrip.Observe(now.Sub(f.sent).Seconds())
+	s.m.endToEnd.Observe(now.Sub(f.oldest).Seconds())
+	if ack.ApplyTime != nil {
+		s.m.applyTime.Observe(ack.ApplyTime.AsDuration().Seconds())
+	}
+	s.m.appliedSeq.Set(float64(ack.AppliedSeq))
+	if applied {
+		s.m.recordsApplied.Add(float64(f.records))
+		s.m.insightsIn.Add(float64(f.insightsIn))
+		s.m.insightsOut.Add(float64(f.insightsOut))
+		s.m.coalesced.Add(float64(f.insightsIn - f.insightsOut))
+		s.m.badRecords.Add(float64(len(f.bad)))
+	}
+	s.mu.Lock()
+	s.stats.AppliedSeq = max(s.stats.AppliedSeq, ack.AppliedSeq)
+	s.stats.InFlight = max(s.stats.InFlight-1, 0)
+	if applied {
+		s.stats.Applied++
+		s.stats.RecordsApplied += uint64(f.records)
+		s.stats.InsightsIn += uint64(f.insightsIn)
+		s.stats.InsightsOut += uint64(f.insightsOut)
+		s.stats.Coalesced += uint64(f.insightsIn - f.insightsOut)
+		s.stats.Completions += uint64(f.completions)
+		s.stats.BadRecords += uint64(len(f.bad))
+		s.stats.Rows += uint64(max(ack.Rows, 0))
+		s.stats.DeadLetters += uint64(max(ack.DeadLetters, 0))
+	} else {
+		s.stats.Duplicates++
+	}
+	s.mu.Unlock()
+	if applied && len(f.bad) > 0 {
+		seqs := f.bad
+		if len(seqs) > 10 {
+			seqs = seqs[:10]
+		}
+		s.logger.Error("ship: skipped WAL records that do not decode; the primary never got them",
+			"count", len(f.bad), "seqs", seqs, "err", f.badErr)
+	}
+	if ack.DeadLetters > 0 {
+		s.logger.Warn("ship: the primary refused rows (see its dead_letters table)",
+			"first_seq", f.first, "last_seq", f.last, "dead_letters", ack.DeadLetters)
+	}
+	// Never beyond the WAL: a DUPLICATE may report a ledger ahead of what
+	// this stream sent, and resume checks that it is within the WAL.
+	upTo := min(ack.AppliedSeq, s.log.Stats().LastSeq)
+	if err := s.log.Truncate(ctx, upTo); err != nil && ctx.Err() == nil {
+		// The next ack truncates up to its applied sequence, this range
+		// included.
+		s.logger.Error("ship: truncating the WAL", "up_to", upTo, "err", err)
+	}
+}
+
+func shipStatusLabel(s longhaulv1.Ack_Status) string {
+	switch s {
+	case longhaulv1.Ack_APPLIED:
+		return "applied"
+	case longhaulv1.Ack_DUPLICATE:
+		return "duplicate"
+	case longhaulv1.Ack_OUT_OF_SEQUENCE:
+		return "out_of_sequence"
+	}
+	return "unknown"
+}
+
+// shipWireCounter counts the bytes gRPC sends on the streams (batches, and
+// one hello per stream), encoded and then compressed and framed: what
+// compression saves.
+type shipWireCounter struct{ s *Shipper }
+
+func (shipWireCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (shipWireCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (shipWireCounter) HandleConn(context.Context, stats.ConnStats) {}
+
+func (w shipWireCounter) HandleRPC(_ context.Context, st stats.RPCStats) {
+	if p, ok := st.(*stats.OutPayload); ok {
+		w.s.m.payloadBytes.Add(float64(p.Length))
+		w.s.m.wireBytes.Add(float64(p.WireLength))
+		w.s.mu.Lock()
+		w.s.stats.PayloadBytes += uint64(p.Length)
+		w.s.stats.WireBytes += uint64(p.WireLength)
+		w.s.mu.Unlock()
+	}
+}
+
+// shipMetrics are the shipper's Prometheus metrics.
+type shipMetrics struct {
+	batchesSent, recordsSent, payloadBytes, wireBytes  prometheus.Counter
+	acks                                               *prometheus.CounterVec
+	recordsApplied, insightsIn, insightsOut, coalesced prometheus.Counter
+	badRecords, reconnects                             prometheus.Counter
+	roundTrip, applyTime, endToEnd                     prometheus.Histogram
+	inFlight, connected, appliedSeq, ledgerMismatch    prometheus.Gauge
+	backlogRecords, backlogBytes, backlogOldest        prometheus.GaugeFunc
+	all                                                []prometheus.Collector
+}
+
+func newShipMetrics(s *Shipper) *shipMetrics {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "longhaul_edge_ship_" + name, Help: help})
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: "longhaul_edge_ship_" + name, Help: help})
+	}
+	histogram := func(name, help string, start float64) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "longhaul_edge_ship_" + name, Help: help,
+			Buckets: prometheus.ExponentialBuckets(start, 2, 18)})
+	}
+	backlog := func(name, help string, f func(wal.Stats) float64) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "longhaul_edge_ship_backlog_" + name, Help: help},
+			func() float64 { return f(s.log.Stats()) })
+	}
+	m := &shipMetrics{
+		batchesSent:  counter("batches_sent_total", "Batches sent to the primary, resends included."),
+		recordsSent:  counter("records_sent_total", "WAL records covered by the batches sent, resends included."),
+		payloadBytes: counter("payload_bytes_total", "Encoded size of the batches sent, before compression."),
+		wireBytes:    counter("wire_bytes_total", "Bytes gRPC sent on the shipping streams: compressed, with gRPC framing."),
+		acks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "longhaul_edge_ship_acks_total",
+			Help: "Acknowledgements from the primary, by status."}, []string{"status"}),
+		recordsApplied: counter("records_applied_total", "WAL records in batches the primary applied."),
+		insightsIn:     counter("insights_in_total", "Insights read from the WAL for the batches the primary applied."),
+		insightsOut:    counter("insights_out_total", "Insight rows sent for those batches after coalescing (one per key and batch)."),
+		coalesced:      counter("insights_coalesced_total", "Insights coalesced away before shipping: insights in minus rows out."),
+		badRecords:     counter("bad_records_total", "WAL records skipped because they do not decode."),
+		reconnects:     counter("reconnects_total", "Streams, or attempts to open one, that failed and were followed by a reconnect."),
+		roundTrip:      histogram("round_trip_seconds", "From sending a batch to its acknowledgement.", 0.001),
+		applyTime:      histogram("apply_seconds", "Time the primary spent applying a batch, as its ack reports.", 0.0005),
+		endToEnd:       histogram("end_to_end_seconds", "From the append of a batch's oldest record to the batch's acknowledgement.", 0.002),
+		inFlight:       gauge("in_flight", "Batches sent and not yet acknowledged."),
+		connected:      gauge("connected", "1 while a shipping stream is up."),
+		appliedSeq:     gauge("applied_seq", "The primary's applied sequence for this edge, as last heard."),
+		ledgerMismatch: gauge("ledger_mismatch", "1 when shipping stopped because the primary's ledger does not match the WAL."),
+		backlogRecords: backlog("records", "Records in the WAL not yet acknowledged by the primary.",
+			func(st wal.Stats) float64 { return float64(st.Records) }),
+		backlogBytes: backlog("bytes", "Bytes of those records, as the WAL quota counts them.",
+			func(st wal.Stats) float64 { return float64(st.Bytes) }),
+		backlogOldest: backlog("oldest_seconds", "Age of the oldest record not yet acknowledged; 0 when none.",
+			func(st wal.Stats) float64 {
+				if st.OldestAppendedAt.IsZero() {
+					return 0
+				}
+				return time.Since(st.OldestAppendedAt).Seconds()
+			}),
+	}
+	m.all = []prometheus.Collector{m.batchesSent, m.recordsSent, m.payloadBytes, m.wireBytes, m.acks,
+		m.recordsApplied, m.insightsIn, m.insightsOut, m.coalesced, m.badRecords, m.reconnects,
+		m.roundTrip, m.applyTime, m.endToEnd, m.inFlight, m.connected, m.appliedSeq, m.ledgerMismatch,
+		m.backlogRecords, m.backlogBytes, m.backlogOldest}
+	return m
+}
+
+func (m *shipMetrics) register(r prometheus.Registerer) error {
+	for _, c := range m.all {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
