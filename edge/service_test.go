@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -139,6 +140,21 @@ func TestEndToEnd(t *testing.T) {
 	s := startSystem(t, Config{})
 	ctx := context.Background()
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+	cc, err := grpc.NewClient(s.edge.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if h, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "longhaul.v1.Ingest"}); err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("gRPC health: %v, %v", h, err)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Get(s.http + path)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %v %v", path, resp, err)
+		}
+		resp.Body.Close()
+	}
 
 	// Scan 1 (gRPC Push): three findings.
 	resp, err := s.ingest.Push(ctx, &longhaulv1.PushRequest{Insights: []*longhaulv1.Insight{
