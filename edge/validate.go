@@ -355,9 +355,10 @@ type detailsWalker struct {
 	size     int
 	buf      []byte
 	// fields is a stack of the fields of the objects being walked, each
-	// object's sorted in place.
-	fields []detailsField
-	path   []detailsStep
+	// object's sorted in place; fieldsUsed is the most it has held.
+	fields     []detailsField
+	fieldsUsed int
+	path       []detailsStep
 }
 
 type detailsField struct {
@@ -385,8 +386,9 @@ func (w *detailsWalker) release() {
 		w.buf = nil
 	}
 	// Drop references into the caller's tree.
-	clear(w.fields[:cap(w.fields)])
-	w.fields = w.fields[:0]
+	// (After a refusal, fields still holds the objects being walked.)
+	clear(w.fields[:max(w.fieldsUsed, len(w.fields))])
+	w.fields, w.fieldsUsed = w.fields[:0], 0
 	if cap(w.fields) > maxPooledDetailsFields {
 		w.fields = nil
 	}
@@ -554,6 +556,7 @@ func (w *detailsWalker) object(s *structpb.Struct, depth int) string {
 		w.fields = append(w.fields, detailsField{k, v})
 	}
 	end := len(w.fields)
+	w.fieldsUsed = max(w.fieldsUsed, end)
 	slices.SortFunc(w.fields[base:end], func(a, b detailsField) int { return strings.Compare(a.key, b.key) })
 	w.buf = append(w.buf, '{')
 	for i := base; i < end; i++ {
