@@ -12,7 +12,7 @@ BENCH     ?= .
 BENCHTIME ?= 1x
 FUZZTIME  ?= 30s
 
-.PHONY: help test test-race lint generate check-generate bench fuzz
+.PHONY: help test test-race lint generate check-generate bench bench-any fuzz
 
 help: ## list the targets
 	@echo 'usage: make <target> [PKGS=./... TIMEOUT=$(TIMEOUT) BENCH=$(BENCH) BENCHTIME=$(BENCHTIME) FUZZTIME=$(FUZZTIME)]'
@@ -47,7 +47,14 @@ check-generate: ## fail if the generated files in api/ differ from what `make ge
 	if [ -n "$$stale" ]; then echo "check-generate: stale generated files, run make generate and commit them:"; echo "$$stale"; exit 1; fi; \
 	echo "check-generate: api/ is up to date"
 
-bench: ## run the benchmarks (BENCH=regexp, BENCHTIME=1x runs each once)
+bench: ## run the benchmarks the README quotes (about 10 minutes; see README "Benchmarks")
+	$(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m ./primary/
+	$(GO) test -run '^$$' -bench BenchmarkAppend -benchtime 2s ./wal/
+	$(GO) test -run '^$$' -bench BenchmarkPushLatency -benchtime 3000x ./edge/
+	$(GO) test -run '^$$' -bench BenchmarkShipRTT -benchtime 1x -count 3 ./edge/
+	$(GO) test -run '^$$' -bench BenchmarkSeedSituation -benchtime 1x -timeout 30m ./edge/
+
+bench-any: ## run the benchmarks matching BENCH in PKGS, BENCHTIME each
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout $(TIMEOUT) $(PKGS)
 
 fuzz: ## run every Fuzz target, one after another, each for FUZZTIME

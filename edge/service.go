@@ -16,10 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -107,12 +103,10 @@ type Service struct {
 	wal     *wal.Log
 	server  *Server
 	shipper *Shipper
-	grpc    *grpc.Server
-	health  *health.Server
+	grpc    *serve.GRPC
 	http    *serve.HTTP
 	ln      net.Listener
 	httpLn  net.Listener
-	served  chan error
 
 	shipCancel context.CancelFunc
 	shipDone   chan error
@@ -128,7 +122,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("edge", cfg.EdgeID()), served: make(chan error, 1)}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("edge", cfg.EdgeID())}
 	ok := false
 	defer func() {
 		if !ok {
@@ -165,17 +159,9 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	s.shipCancel, s.shipDone = cancel, make(chan error, 1)
 	go func() { s.shipDone <- s.shipper.Run(shipCtx) }()
 
-	s.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
-	longhaulv1.RegisterIngestServer(s.grpc, s.server)
-	s.health = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(longhaulv1.Ingest_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	go func() { s.served <- s.grpc.Serve(s.ln) }()
+	s.grpc = serve.NewGRPC(grpc.MaxRecvMsgSize(cfg.MaxRequestBytes))
+	longhaulv1.RegisterIngestServer(s.grpc.Server, s.server)
+	s.grpc.Serve(s.ln, longhaulv1.Ingest_ServiceDesc.ServiceName)
 
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
@@ -223,7 +209,7 @@ func (s *Service) Shipper() *Shipper { return s.shipper }
 // stays in the WAL for the next start. Safe to call twice.
 func (s *Service) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
-		s.health.Shutdown()
+		s.grpc.Draining()
 		drained := make(chan struct{})
 		go func() { s.server.Close(); close(drained) }()
 		select {
@@ -236,15 +222,9 @@ func (s *Service) Stop(ctx context.Context) error {
 			s.stopErr = err
 		}
 		s.http = nil
-		stopped := make(chan struct{})
-		go func() { s.grpc.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-ctx.Done():
-			s.grpc.Stop()
-			<-stopped
+		if err := s.grpc.Stop(ctx, s.cfg.DrainTimeout); err != nil && s.stopErr == nil {
+			s.stopErr = err
 		}
-		<-s.served
 		s.grpc = nil
 		s.close()
 		s.log.Info("edge: stopped")
@@ -261,7 +241,7 @@ func (s *Service) close() {
 		s.shipCancel = nil
 	}
 	if s.grpc != nil {
-		s.grpc.Stop()
+		s.grpc.Server.Stop()
 	}
 	if s.http != nil {
 		_ = s.http.Stop(context.Background())

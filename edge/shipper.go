@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -698,7 +699,7 @@ func (st *shipStream) receive(ctx context.Context) error {
 		if ack.FirstSeq != f.first || ack.LastSeq != f.last {
 			return fmt.Errorf("edge: ship: ack for %d..%d, but the batch in flight is %d..%d", ack.FirstSeq, ack.LastSeq, f.first, f.last)
 		}
-		s.m.acks.WithLabelValues(shipStatusLabel(ack.Status)).Inc()
+		s.m.acks.WithLabelValues(strings.ToLower(ack.Status.String())).Inc()
 		switch ack.Status {
 		case longhaulv1.Ack_APPLIED, longhaulv1.Ack_DUPLICATE:
 		case longhaulv1.Ack_OUT_OF_SEQUENCE:
@@ -768,18 +769,6 @@ func (s *Shipper) acked(ctx context.Context, ack *longhaulv1.Ack, f *flight, now
 		// included.
 		s.logger.Error("ship: truncating the WAL", "up_to", upTo, "err", err)
 	}
-}
-
-func shipStatusLabel(s longhaulv1.Ack_Status) string {
-	switch s {
-	case longhaulv1.Ack_APPLIED:
-		return "applied"
-	case longhaulv1.Ack_DUPLICATE:
-		return "duplicate"
-	case longhaulv1.Ack_OUT_OF_SEQUENCE:
-		return "out_of_sequence"
-	}
-	return "unknown"
 }
 
 // shipWireCounter counts the bytes gRPC sends on the streams (batches, and

@@ -1,6 +1,8 @@
 package primary
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -54,7 +56,8 @@ func newApplierMetrics(reg prometheus.Registerer) (*applierMetrics, error) {
 }
 
 func (m *applierMetrics) observe(r Result) {
-	m.batches.WithLabelValues(statusLabel(r.Status)).Inc()
+	// The status in lower case: applied, duplicate, out_of_sequence.
+	m.batches.WithLabelValues(strings.ToLower(r.Status.String())).Inc()
 	m.rows.WithLabelValues(string(r.Path)).Add(float64(r.Rows))
 	m.collapsed.Add(float64(r.Collapsed))
 	m.deadLetters.Add(float64(r.DeadLetters))

@@ -82,15 +82,3 @@ func (s *copySource) Values() ([]any, error) {
 		r.In.ScanId, r.In.Checker, time.UnixMicro(r.FirstSeen), time.UnixMicro(r.In.ObservedAtUnixMicros), r.Hash}
 	return s.vals[:], nil
 }
-
-func statusLabel(s longhaulv1.Ack_Status) string {
-	switch s {
-	case longhaulv1.Ack_APPLIED:
-		return "applied"
-	case longhaulv1.Ack_DUPLICATE:
-		return "duplicate"
-	case longhaulv1.Ack_OUT_OF_SEQUENCE:
-		return "out_of_sequence"
-	}
-	return "unknown"
-}

@@ -13,10 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // edges ship gzip-compressed batches
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/internal/serve"
@@ -90,12 +87,10 @@ type Service struct {
 	pool    *pgxpool.Pool
 	applier *Applier
 	server  *Server
-	grpc    *grpc.Server
-	health  *health.Server
+	grpc    *serve.GRPC
 	http    *serve.HTTP
 	ln      net.Listener
 	httpLn  net.Listener
-	served  chan error
 
 	stopOnce sync.Once
 	stopErr  error
@@ -108,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, served: make(chan error, 1)}
+	s := &Service{cfg: cfg, log: cfg.Logger}
 	ok := false
 	defer func() {
 		if !ok {
@@ -155,23 +150,17 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("primary: listen %s: %w", cfg.HTTPListen, err)
 	}
-	s.grpc = grpc.NewServer(
+	s.grpc = serve.NewGRPC(
 		grpc.MaxRecvMsgSize(256<<20), // a batch of 500,000 insights
 		// Windows large enough for several multi-MiB batches in flight
 		// across a long round trip; gRPC's own start at 64 KiB and grow
 		// one round trip at a time.
 		grpc.InitialWindowSize(16<<20),
 		grpc.InitialConnWindowSize(64<<20),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
 	)
-	longhaulv1.RegisterShipperServer(s.grpc, s.server)
-	s.health = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(longhaulv1.Shipper_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	go func() { s.served <- s.grpc.Serve(s.ln) }()
+	longhaulv1.RegisterShipperServer(s.grpc.Server, s.server)
+	s.grpc.Serve(s.ln, longhaulv1.Shipper_ServiceDesc.ServiceName)
 
 	mux := serve.Mux(cfg.Registry, map[string]serve.Check{
 		"database": func(ctx context.Context) error { return s.pool.Ping(ctx) },
@@ -208,23 +197,9 @@ func (s *Service) Applier() *Applier { return s.applier }
 // send them again. Safe to call twice.
 func (s *Service) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
-		s.health.Shutdown()
+		s.grpc.Draining()
 		s.server.Drain()
-		stopped := make(chan struct{})
-		go func() { s.grpc.GracefulStop(); close(stopped) }()
-		timer := time.NewTimer(s.cfg.DrainTimeout)
-		defer timer.Stop()
-		select {
-		case <-stopped:
-		case <-timer.C:
-			s.log.Warn("primary: drain timed out; closing streams")
-			s.grpc.Stop()
-			<-stopped
-		case <-ctx.Done():
-			s.grpc.Stop()
-			<-stopped
-		}
-		if err := <-s.served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := s.grpc.Stop(ctx, s.cfg.DrainTimeout); err != nil {
 			s.stopErr = err
 		}
 		s.grpc = nil
@@ -242,7 +217,7 @@ func (s *Service) Stop(ctx context.Context) error {
 // the servers have stopped, and what a failed Start undoes.
 func (s *Service) close() {
 	if s.grpc != nil {
-		s.grpc.Stop()
+		s.grpc.Server.Stop()
 	}
 	if s.http != nil {
 		_ = s.http.Stop(context.Background())
