@@ -26,6 +26,7 @@ import (
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/internal/pgtest"
+	"github.com/longhaul/longhaul/internal/wan"
 	"github.com/longhaul/longhaul/primary"
 )
 
@@ -270,4 +271,59 @@ func TestKillNineLoop(t *testing.T) {
 	if ackedN == 0 {
 		t.Fatal("nothing was acknowledged: the test tested nothing")
 	}
+}
+
+// TestSIGTERMLeavesTheRestInTheWAL: on SIGTERM the edge answers the pushes
+// under way and exits 0; what it had not shipped (the link to the primary
+// is down) stays in its WAL and arrives after the next start.
+func TestSIGTERMLeavesTheRestInTheWAL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	p, err := primary.Start(ctx, primary.Config{DatabaseURL: url, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	link := wan.New(t, p.Addr())
+	link.Disable()
+	edge := &edgeProcess{t: t, cfg: childConfig{DataDir: t.TempDir(), Primary: link.Addr(), Listen: freeAddr(t), HTTPListen: freeAddr(t)}}
+	edge.start()
+	cc, err := grpc.NewClient(edge.cfg.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := longhaulv1.NewIngestClient(cc)
+	const pushes = 20
+	for i := range pushes {
+		req := &longhaulv1.PushRequest{}
+		for j := range 10 {
+			req.Insights = append(req.Insights, insight("scan-term", "term", fmt.Sprintf("%d-%d", i, j), time.Now()))
+		}
+		if _, err := client.Push(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := edge.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := edge.cmd.Wait(); err != nil {
+		t.Fatalf("edge after SIGTERM: %v, want exit status 0", err)
+	}
+	link.Enable()
+	edge.start()
+	defer edge.stop()
+	db, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	eventually(t, "the insights left in the WAL arrive after the restart", func() (bool, string) {
+		var n int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM insights WHERE kind = 'term'`).Scan(&n); err != nil {
+			return false, err.Error()
+		}
+		return n == pushes*10, fmt.Sprint(n, " rows")
+	})
 }
