@@ -71,16 +71,12 @@ func BenchmarkApply(b *testing.B) {
 	extrapolated := map[key]bool{}
 	for _, size := range sizes {
 		for _, mode := range []string{"fresh", "conflict"} {
-			for _, by := range []string{"perrow", "unnest", "copy", "hybrid", "plaincopy"} {
-				if by == "plaincopy" && mode == "conflict" {
-					continue // the physical limit: COPY into an empty table
-				}
-				b.Run(fmt.Sprintf("rows=%d/%s/%s", size, mode, by), func(b *testing.B) {
-					d, extra := benchOne(ctx, b, c, size, mode, by, cal.Threshold)
+			b.Run(fmt.Sprintf("rows=%d/%s", size, mode), func(b *testing.B) {
+				for by, d := range benchSize(ctx, b, c, size, mode, cal.Threshold) {
 					perBatch[key{size, mode, by}] = d
-					extrapolated[key{size, mode, by}] = extra
-				})
-			}
+					extrapolated[key{size, mode, by}] = by == "perrow" && size > perRowSample
+				}
+			})
 		}
 	}
 
@@ -117,75 +113,84 @@ func BenchmarkApply(b *testing.B) {
 	fmt.Print(out.String())
 }
 
-// benchOne writes batches of size rows by one strategy and returns the
-// median time per batch (and whether it was extrapolated from a sample).
-func benchOne(ctx context.Context, b *testing.B, conn *pgx.Conn, size int, mode, by string, threshold int) (time.Duration, bool) {
-	reps := max(1, min(9, 20000/size))
-	table := "insights"
-	if by == "plaincopy" {
-		table = "plain_copy"
-	}
-	if _, err := conn.Exec(ctx, `TRUNCATE `+table); err != nil {
-		b.Fatal(err)
-	}
-	n := size
-	extrapolated := false
-	if by == "perrow" && n > perRowSample {
-		n, extrapolated = perRowSample, true
+// strategies are the ways of writing a batch the benchmark compares.
+var strategies = []string{"perrow", "unnest", "copy", "hybrid", "plaincopy"}
+
+// benchSize writes batches of size rows by every strategy, interleaved
+// (one batch each, in a rotating order, round after round) so that the
+// machine's drift weighs on all of them alike, and returns each one's
+// median time per batch. Per-row is measured on perRowSample rows at most
+// and scaled up.
+func benchSize(ctx context.Context, b *testing.B, conn *pgx.Conn, size int, mode string, threshold int) map[string]time.Duration {
+	// Many rounds at small sizes, where a batch takes milliseconds and the
+	// machine's noise is as large; one at the largest.
+	rounds := max(1, min(41, 40000/size))
+	for _, q := range []string{`TRUNCATE insights`, `TRUNCATE plain_copy`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			b.Fatal(err)
+		}
 	}
 	observed := time.Now()
 	if mode == "conflict" { // every row of every batch updates a stored one
-		if _, err := timeWrite(ctx, conn, PathCopy, prepare(Synthetic(n, 0, 200, observed, "seed"), nil).rows); err != nil {
+		if _, err := timeWrite(ctx, conn, PathCopy, prepare(Synthetic(size, 0, 200, observed, "seed"), nil).rows); err != nil {
 			b.Fatal(err)
 		}
 	}
-	var times []time.Duration
-	for i := range reps {
-		offset := 0
-		if mode == "fresh" {
-			offset = (i + 1) * n
-		}
-		observed = observed.Add(time.Second)
-		rows := prepare(Synthetic(n, offset, 200, observed, fmt.Sprint("scan-", i)), nil).rows
-		if by == "plaincopy" {
-			if _, err := conn.Exec(ctx, `TRUNCATE plain_copy`); err != nil {
+	times := map[string][]time.Duration{}
+	offset := size
+	for round := range rounds {
+		for i := range strategies {
+			by := strategies[(i+round)%len(strategies)]
+			if by == "plaincopy" && mode == "conflict" {
+				continue // the physical limit: COPY into an empty table
+			}
+			n := size
+			if by == "perrow" {
+				n = min(size, perRowSample)
+			}
+			start := 0
+			if mode == "fresh" || by == "plaincopy" {
+				start, offset = offset, offset+n
+			}
+			observed = observed.Add(time.Second)
+			rows := prepare(Synthetic(n, start, 200, observed, fmt.Sprint("scan-", round)), nil).rows
+			if by == "plaincopy" {
+				if _, err := conn.Exec(ctx, `TRUNCATE plain_copy`); err != nil {
+					b.Fatal(err)
+				}
+			}
+			t := time.Now()
+			var err error
+			switch by {
+			case "perrow":
+				err = perRow(ctx, conn, rows)
+			case "unnest":
+				_, err = timeWrite(ctx, conn, PathUnnest, rows)
+			case "copy":
+				_, err = timeWrite(ctx, conn, PathCopy, rows)
+			case "hybrid":
+				path := PathUnnest
+				if len(rows) >= threshold {
+					path = PathCopy
+				}
+				_, err = timeWrite(ctx, conn, path, rows)
+			case "plaincopy":
+				_, err = conn.CopyFrom(ctx, pgx.Identifier{"plain_copy"}, stagingColumns, &copySource{rows: rows})
+			}
+			d := time.Since(t)
+			if err != nil {
 				b.Fatal(err)
 			}
+			times[by] = append(times[by], d*time.Duration(size)/time.Duration(n))
 		}
-		b.StartTimer()
-		start := time.Now()
-		var err error
-		switch by {
-		case "perrow":
-			err = perRow(ctx, conn, rows)
-		case "unnest":
-			_, err = timeWrite(ctx, conn, PathUnnest, rows)
-		case "copy":
-			_, err = timeWrite(ctx, conn, PathCopy, rows)
-		case "hybrid":
-			path := PathUnnest
-			if len(rows) >= threshold {
-				path = PathCopy
-			}
-			_, err = timeWrite(ctx, conn, path, rows)
-		case "plaincopy":
-			_, err = conn.CopyFrom(ctx, pgx.Identifier{"plain_copy"}, stagingColumns[:], &copySource{rows: rows})
-		}
-		d := time.Since(start)
-		b.StopTimer()
-		if err != nil {
-			b.Fatal(err)
-		}
-		times = append(times, d)
 	}
-	slices.Sort(times)
-	med := times[len(times)/2]
-	if extrapolated {
-		med = med * time.Duration(size) / time.Duration(n)
+	out := map[string]time.Duration{}
+	for by, ts := range times {
+		slices.Sort(ts)
+		out[by] = ts[len(ts)/2]
+		b.ReportMetric(float64(size)/out[by].Seconds(), by+"-rows/s")
 	}
-	b.ReportMetric(float64(med.Microseconds())/1000, "ms/batch")
-	b.ReportMetric(float64(size)/med.Seconds(), "rows/s")
-	return med, extrapolated
+	return out
 }
 
 // perRow is the seed's original design: one INSERT … ON CONFLICT per

@@ -36,7 +36,7 @@ func Synthetic(n, offset, detailsBytes int, observed time.Time, scanID string) [
 type CalibrateOptions struct {
 	// Sizes are the batch sizes measured, ascending. Default 250 … 16,000.
 	Sizes []int
-	// Rounds per size and path; the median counts. Default 3.
+	// Rounds per size and path; the median counts. Default 5.
 	Rounds int
 	// DetailsBytes is the size of each row's details. Default 200.
 	DetailsBytes int
@@ -86,7 +86,7 @@ func calibrate(ctx context.Context, conn *pgx.Conn, opts CalibrateOptions) (Cali
 		opts.Sizes = []int{250, 500, 1000, 2000, 4000, 8000, 16000}
 	}
 	if opts.Rounds == 0 {
-		opts.Rounds = 3
+		opts.Rounds = 5
 	}
 	if opts.DetailsBytes == 0 {
 		opts.DetailsBytes = 200
@@ -106,25 +106,29 @@ func calibrate(ctx context.Context, conn *pgx.Conn, opts CalibrateOptions) (Cali
 	offset := 0
 	for _, size := range opts.Sizes {
 		p := CalibrationPoint{Size: size}
-		for _, path := range []Path{PathUnnest, PathCopy} {
-			var times []time.Duration
-			for range opts.Rounds {
-				// Half the rows update the previous round's, half are new.
+		var unnest, copies []time.Duration
+		// The two paths alternate, round after round, so that the machine's
+		// drift weighs on both alike.
+		for round := range opts.Rounds {
+			for i := range 2 {
+				path := []Path{PathUnnest, PathCopy}[(i+round)%2]
+				// Half the rows update the previous batch's, half are new.
 				rows := prepare(Synthetic(size, offset+size/2, opts.DetailsBytes, time.Now(), "calibrate"), nil).rows
 				offset += size / 2
 				d, err := timeWrite(ctx, conn, path, rows)
 				if err != nil {
 					return Calibration{}, fmt.Errorf("primary: calibrate %s at %d rows: %w", path, size, err)
 				}
-				times = append(times, d)
-			}
-			slices.Sort(times)
-			if path == PathUnnest {
-				p.Unnest = times[len(times)/2]
-			} else {
-				p.Copy = times[len(times)/2]
+				if path == PathUnnest {
+					unnest = append(unnest, d)
+				} else {
+					copies = append(copies, d)
+				}
 			}
 		}
+		slices.Sort(unnest)
+		slices.Sort(copies)
+		p.Unnest, p.Copy = unnest[len(unnest)/2], copies[len(copies)/2]
 		cal.Points = append(cal.Points, p)
 	}
 	cal.Threshold = crossover(cal.Points)
