@@ -22,9 +22,8 @@ CREATE TABLE insights (
     PRIMARY KEY (account_id, asset, kind, subject)
 );
 
--- Scan completion resolves the open insights of one asset and checker.
-CREATE INDEX insights_open_by_checker ON insights (account_id, asset, checker, last_seen_at)
-    WHERE resolved_at IS NULL;
+-- Scan completion finds the insights of one asset through the primary key's
+-- (account_id, asset) prefix: no second index to maintain on every upsert.
 
 -- The last sequence number applied per edge. Advanced in the same
 -- transaction as the rows, so a batch is applied exactly once.
