@@ -49,7 +49,7 @@ check-generate: ## fail if the generated files in api/ differ from what `make ge
 
 bench: ## run the benchmarks the README quotes (about 10 minutes; see README "Benchmarks")
 	$(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m ./primary/
-	$(GO) test -run '^$$' -bench BenchmarkAppend -benchtime 2s ./wal/
+	$(GO) test -run '^$$' -bench BenchmarkAppend -benchtime 2s -count 3 ./wal/
 	$(GO) test -run '^$$' -bench BenchmarkPushLatency -benchtime 3000x ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkShipRTT -benchtime 1x -count 3 ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkSeedSituation -benchtime 1x -timeout 30m ./edge/

@@ -125,11 +125,13 @@ func (a *Applier) Apply(ctx context.Context, b *longhaulv1.Batch) (Result, error
 		return Result{}, fmt.Errorf("%w: sequence range %d..%d", ErrInvalidBatch, b.FirstSeq, b.LastSeq)
 	}
 	start := time.Now()
-	p := prepare(b.Insights, b.Tallies)
+	// Prepared once the ledger says the batch is to be written, and kept
+	// across retries; a replayed batch costs no sorting.
+	var p *prepared
 	var res Result
 	var err error
 	for attempt := 0; ; attempt++ {
-		res, err = a.applyOnce(ctx, b, p)
+		res, err = a.applyOnce(ctx, b, &p)
 		if err == nil || attempt >= a.cfg.Retries || !retryable(err) {
 			break
 		}
@@ -146,7 +148,9 @@ func (a *Applier) Apply(ctx context.Context, b *longhaulv1.Batch) (Result, error
 		a.metrics.failures.Inc()
 		return Result{}, err
 	}
-	res.Collapsed = p.dropped
+	if p != nil && res.Status == longhaulv1.Ack_APPLIED {
+		res.Collapsed = p.dropped
+	}
 	a.metrics.observe(res)
 	return res, nil
 }
@@ -160,15 +164,16 @@ func (a *Applier) AppliedSeq(ctx context.Context, edgeID string) (uint64, error)
 	return uint64(seq), nil
 }
 
-func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, p prepared) (Result, error) {
+func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepared) (Result, error) {
 	conn, err := a.pool.Acquire(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("primary: acquire connection: %w", err)
 	}
 	defer conn.Release()
-	if len(p.rows) >= a.cfg.CopyThreshold {
+	if len(b.Insights) >= a.cfg.CopyThreshold {
 		// Outside the transaction, so a rollback cannot undo it behind
-		// the connection's mark.
+		// the connection's mark. (Before collapsing duplicates the batch
+		// may look larger than it is: an idle staging table costs nothing.)
 		if err := ensureStaging(ctx, conn.Conn()); err != nil {
 			return Result{}, err
 		}
@@ -193,6 +198,11 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, p prepared
 		return res, nil
 	}
 
+	if *pp == nil {
+		p := prepare(b.Insights, b.Tallies)
+		*pp = &p
+	}
+	p := *pp
 	w := writer{a: a, tx: tx, batch: b}
 	if len(p.rows) > 0 {
 		path, err := w.write(ctx, p.rows)
