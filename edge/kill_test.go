@@ -27,7 +27,6 @@ import (
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/internal/pgtest"
 	"github.com/longhaul/longhaul/internal/wan"
-	"github.com/longhaul/longhaul/primary"
 )
 
 // childEnv, when set, makes the test binary run an edge (see TestMain): its
@@ -132,11 +131,7 @@ func TestKillNineLoop(t *testing.T) {
 	}
 	ctx := context.Background()
 	url := pgtest.URL(t)
-	p, err := primary.Start(ctx, primary.Config{DatabaseURL: url, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	p := startPrimary(t, url, "127.0.0.1:0")
 	edge := &edgeProcess{t: t, cfg: childConfig{DataDir: t.TempDir(), Primary: p.Addr(), Listen: freeAddr(t), HTTPListen: freeAddr(t)}}
 	edge.start()
 
@@ -280,11 +275,7 @@ func TestSIGTERMLeavesTheRestInTheWAL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.URL(t)
-	p, err := primary.Start(ctx, primary.Config{DatabaseURL: url, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	p := startPrimary(t, url, "127.0.0.1:0")
 	link := wan.New(t, p.Addr())
 	link.Disable()
 	edge := &edgeProcess{t: t, cfg: childConfig{DataDir: t.TempDir(), Primary: link.Addr(), Listen: freeAddr(t), HTTPListen: freeAddr(t)}}

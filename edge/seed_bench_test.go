@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -84,11 +83,7 @@ func benchSeed(b *testing.B, scans, perScan int) {
 
 	// longhaul: the edge beside the checker, the link between edge and primary.
 	lhURL := pgtest.URL(b)
-	prim, err := primary.Start(ctx, primary.Config{DatabaseURL: lhURL, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = prim.Stop(context.Background()) }()
+	prim := startPrimary(b, lhURL, "127.0.0.1:0")
 	shipLink := wan.New(b, prim.Addr())
 	shipLink.SetRTT(rtt)
 	s := startSystemTBWith(b, Config{Primary: shipLink.Addr()}, lhURL)

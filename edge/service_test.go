@@ -40,15 +40,23 @@ func startSystem(t *testing.T, edgeCfg Config) *system { return startSystemTB(t,
 
 func startSystemB(b *testing.B) *system { return startSystemTB(b, Config{}) }
 
-func startSystemTB(t testing.TB, edgeCfg Config) *system {
+// startPrimary starts a primary writing to url on listen (":0" style),
+// stopped when t ends.
+func startPrimary(t testing.TB, url, listen string) *primary.Service {
 	t.Helper()
-	url := pgtest.URL(t)
-	p, err := primary.Start(context.Background(), primary.Config{DatabaseURL: url, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+	p, err := primary.Start(context.Background(), primary.Config{DatabaseURL: url, Listen: listen, HTTPListen: "127.0.0.1:0",
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	return p
+}
+
+func startSystemTB(t testing.TB, edgeCfg Config) *system {
+	t.Helper()
+	url := pgtest.URL(t)
+	p := startPrimary(t, url, "127.0.0.1:0")
 	edgeCfg.Primary = p.Addr()
 	s := startSystemTBWith(t, edgeCfg, url)
 	s.primary = p
@@ -403,12 +411,7 @@ func TestFullWALRefusesThenRecovers(t *testing.T) {
 
 	// The primary comes back (same database): everything acknowledged
 	// arrives, and the edge accepts again.
-	p, err := primary.Start(ctx, primary.Config{DatabaseURL: s.dbURL, Listen: s.primary.Addr(), HTTPListen: "127.0.0.1:0",
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	startPrimary(t, s.dbURL, s.primary.Addr())
 	eventually(t, "all acknowledged insights applied", func() (bool, string) {
 		n := s.count(t, `SELECT count(*) FROM insights WHERE scan_id IN ('scan-f', 'x')`)
 		return n == accepted, fmt.Sprintf("%d of %d", n, accepted)
