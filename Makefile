@@ -51,7 +51,7 @@ bench: ## run the benchmarks the README quotes (about 10 minutes; see README "Be
 	$(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m ./primary/
 	$(GO) test -run '^$$' -bench BenchmarkAppend -benchtime 2s -count 3 ./wal/
 	$(GO) test -run '^$$' -bench BenchmarkPushLatency -benchtime 3000x ./edge/
-	$(GO) test -run '^$$' -bench BenchmarkShipRTT -benchtime 1x -count 3 ./edge/
+	LONGHAUL_BENCH_INSIGHTS=600000 $(GO) test -run '^$$' -bench BenchmarkShipRTT -benchtime 1x -count 3 ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkSeedSituation -benchtime 1x -timeout 30m ./edge/
 
 bench-any: ## run the benchmarks matching BENCH in PKGS, BENCHTIME each
