@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -135,12 +133,7 @@ func TestKillNineLoop(t *testing.T) {
 	edge := &edgeProcess{t: t, cfg: childConfig{DataDir: t.TempDir(), Primary: p.Addr(), Listen: freeAddr(t), HTTPListen: freeAddr(t)}}
 	edge.start()
 
-	cc, err := grpc.NewClient(edge.cfg.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := longhaulv1.NewIngestClient(cc)
+	client, _ := dialIngest(t, edge.cfg.Listen)
 
 	// Each write has a unique counter, used as its time offset and in its
 	// details; keys repeat, so last-writer-wins is exercised.
@@ -280,12 +273,7 @@ func TestSIGTERMLeavesTheRestInTheWAL(t *testing.T) {
 	link.Disable()
 	edge := &edgeProcess{t: t, cfg: childConfig{DataDir: t.TempDir(), Primary: link.Addr(), Listen: freeAddr(t), HTTPListen: freeAddr(t)}}
 	edge.start()
-	cc, err := grpc.NewClient(edge.cfg.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := longhaulv1.NewIngestClient(cc)
+	client, _ := dialIngest(t, edge.cfg.Listen)
 	const pushes = 20
 	for i := range pushes {
 		req := &longhaulv1.PushRequest{}

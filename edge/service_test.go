@@ -90,18 +90,25 @@ func startSystemTBWith(t testing.TB, edgeCfg Config, url string) *system {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Stop(context.Background()) })
-	cc, err := grpc.NewClient(e.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return &system{edge: e, db: db, ingest: longhaulv1.NewIngestClient(cc), http: "http://" + e.HTTPAddr(), dbURL: url}
+	ingest, _ := dialIngest(t, e.Addr())
+	return &system{edge: e, db: db, ingest: ingest, http: "http://" + e.HTTPAddr(), dbURL: url}
 }
 
 func insight(scan, kind, subject string, observed time.Time) *longhaulv1.Insight {
 	details, _ := structpb.NewStruct(map[string]any{"subject": subject, "n": 1})
 	return &longhaulv1.Insight{AccountId: "acme", Asset: "www.example.com", Kind: kind, Subject: subject,
 		Severity: longhaulv1.Severity_HIGH, Details: details, ObservedAt: timestamppb.New(observed), ScanId: scan, Checker: "tls"}
+}
+
+// dialIngest returns an Ingest client of the edge at addr, closed when t ends.
+func dialIngest(t testing.TB, addr string) (longhaulv1.IngestClient, *grpc.ClientConn) {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return longhaulv1.NewIngestClient(cc), cc
 }
 
 // eventually polls cond until it holds or the deadline passes.
@@ -148,11 +155,7 @@ func TestEndToEnd(t *testing.T) {
 	s := startSystem(t, Config{})
 	ctx := context.Background()
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
-	cc, err := grpc.NewClient(s.edge.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	_, cc := dialIngest(t, s.edge.Addr())
 	if h, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "longhaul.v1.Ingest"}); err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("gRPC health: %v, %v", h, err)
 	}

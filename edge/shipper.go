@@ -801,7 +801,6 @@ type shipMetrics struct {
 	badRecords, reconnects                             prometheus.Counter
 	roundTrip, applyTime, endToEnd                     prometheus.Histogram
 	inFlight, connected, appliedSeq, ledgerMismatch    prometheus.Gauge
-	backlogRecords, backlogBytes, backlogOldest        prometheus.GaugeFunc
 	all                                                []prometheus.Collector
 }
 
@@ -815,10 +814,6 @@ func newShipMetrics(s *Shipper) *shipMetrics {
 	histogram := func(name, help string, start float64) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "longhaul_edge_ship_" + name, Help: help,
 			Buckets: prometheus.ExponentialBuckets(start, 2, 18)})
-	}
-	backlog := func(name, help string, f func(wal.Stats) float64) prometheus.GaugeFunc {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "longhaul_edge_ship_backlog_" + name, Help: help},
-			func() float64 { return f(s.log.Stats()) })
 	}
 	m := &shipMetrics{
 		batchesSent:  counter("batches_sent_total", "Batches sent to the primary, resends included."),
@@ -840,22 +835,12 @@ func newShipMetrics(s *Shipper) *shipMetrics {
 		connected:      gauge("connected", "1 while a shipping stream is up."),
 		appliedSeq:     gauge("applied_seq", "The primary's applied sequence for this edge, as last heard."),
 		ledgerMismatch: gauge("ledger_mismatch", "1 when shipping stopped because the primary's ledger does not match the WAL."),
-		backlogRecords: backlog("records", "Records in the WAL not yet acknowledged by the primary.",
-			func(st wal.Stats) float64 { return float64(st.Records) }),
-		backlogBytes: backlog("bytes", "Bytes of those records, as the WAL quota counts them.",
-			func(st wal.Stats) float64 { return float64(st.Bytes) }),
-		backlogOldest: backlog("oldest_seconds", "Age of the oldest record not yet acknowledged; 0 when none.",
-			func(st wal.Stats) float64 {
-				if st.OldestAppendedAt.IsZero() {
-					return 0
-				}
-				return time.Since(st.OldestAppendedAt).Seconds()
-			}),
 	}
 	m.all = []prometheus.Collector{m.batchesSent, m.recordsSent, m.payloadBytes, m.wireBytes, m.acks,
 		m.recordsApplied, m.insightsIn, m.insightsOut, m.coalesced, m.badRecords, m.reconnects,
-		m.roundTrip, m.applyTime, m.endToEnd, m.inFlight, m.connected, m.appliedSeq, m.ledgerMismatch,
-		m.backlogRecords, m.backlogBytes, m.backlogOldest}
+		m.roundTrip, m.applyTime, m.endToEnd, m.inFlight, m.connected, m.appliedSeq, m.ledgerMismatch}
+	// The backlog (records, bytes, oldest age) is the WAL's state: the edge
+	// exports it as longhaul_edge_wal_*.
 	return m
 }
 
