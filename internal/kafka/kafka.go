@@ -160,16 +160,6 @@ func ValidateJob(j *longhaulv1.ScanJob) error {
 	return nil
 }
 
-// SplitBrokers splits a comma-separated broker list.
-func SplitBrokers(s string) []string {
-	var out []string
-	for _, b := range strings.Split(s, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			out = append(out, b)
-		}
-	}
-	return out
-}
 
 // EnsureTopics creates the topics that do not exist yet, with the given
 // partitions and replication factor (-1: the broker's default). Topics that

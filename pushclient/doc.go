@@ -1,0 +1,50 @@
+// Package pushclient is the client checkers push insights with: it makes
+// them durable on an edge (longhaul.v1.Ingest) and rides out edges that
+// stop, fill up, slow down or drop off the network.
+//
+//	c, err := pushclient.New(pushclient.Config{Edges: []string{"edge-a:7300", "edge-b:7300"}})
+//	…
+//	defer c.Close()
+//	res, err := c.Push(ctx, insights) // nil: every insight is on an edge's disk
+//	…
+//	err = c.Complete(ctx, &longhaulv1.ScanCompletion{…})
+//
+// # Guarantees
+//
+// Push returns nil only when every insight was in a PushStream the edge
+// acknowledged: an acknowledged stream is fsynced in the edge's WAL and will
+// reach the primary. A stream that was not acknowledged may have been
+// written in part or in whole, so it is sent again whole (to another edge,
+// or later): insights are upserted last-writer-wins on observed_at, so a
+// resent insight changes nothing. The same holds for Complete.
+//
+// What is retried: Unavailable (edge stopping, connection refused or lost),
+// ResourceExhausted (WAL full; the edge's retry hint — a google.rpc.RetryInfo
+// detail or a grpc-retry-pushback-ms trailer — keeps the client off that edge
+// until it ends), DeadlineExceeded of one attempt (Config.ProgressTimeout),
+// Aborted, and a call cut by a connection closing. An attempt that fails
+// moves on to the next edge at once; once every edge failed in a round, the
+// client backs off (jittered, exponential, MinBackoff..MaxBackoff) before
+// the next round. Everything else returns at once: InvalidArgument as an
+// *InputError that names the insight by its index in the slice given to
+// Push, other codes as a wrapped status error. When ctx ends, the call
+// returns an error wrapping ctx.Err().
+//
+// # Edges and connections
+//
+// A Picker chooses the edge of each attempt (by default an OrderedPicker:
+// the configured order, skipping edges in cooldown after a failure, back to
+// the preferred edge once its cooldown ends and it answers). The client
+// keeps one gRPC connection per edge, made on first use, with keepalive
+// pings that notice a dead link within KeepaliveTime+KeepaliveTimeout
+// (15s by default; gRPC-Go pings every 10s at the most). A connection gRPC holds in TRANSIENT_FAILURE is replaced
+// when the Picker chooses its edge again, so that the attempt tests the edge
+// as it is now rather than repeating the last connection error.
+//
+// # Concurrency
+//
+// A Client is safe for concurrent use. Each call sends its streams one
+// after another; run calls concurrently for more throughput. A Push or
+// Complete under way when Close is called returns ErrClosed; no goroutine
+// of the client outlives Close and the calls under way.
+package pushclient

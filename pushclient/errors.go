@@ -1,0 +1,172 @@
+package pushclient
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// ErrClosed is returned by calls on a closed Client, and by calls under way
+// when it is closed.
+var ErrClosed = errors.New("pushclient: client closed")
+
+// InputError is input an edge refused as invalid (InvalidArgument), or that
+// the client refused before sending it. It is never retried: the same input
+// would be refused again. status.Code reports InvalidArgument for it.
+type InputError struct {
+	// Index is the position of the insight at fault in the slice given to
+	// Push, or -1 when the problem is not with one insight (or could not be
+	// told from the edge's answer).
+	Index int
+	// Field is the path of the field at fault, with Index as the insight's
+	// index: "insights[2503].kind", "completion.scan_id". Empty when the
+	// edge's answer did not name one.
+	Field string
+	// Reason says what is wrong, as the edge put it.
+	Reason string
+	// Edge is the address of the edge that refused it; empty when the
+	// client refused it before sending.
+	Edge string
+	// Err is the edge's status error, with the edge's own message (whose
+	// index is relative to the request, not to Push's slice).
+	Err error
+}
+
+func (e *InputError) Error() string {
+	who := "pushclient: edge " + e.Edge + " refused "
+	if e.Edge == "" {
+		who = "pushclient: refused "
+	}
+	if e.Field == "" {
+		return who + "the request: " + e.Reason
+	}
+	return who + e.Field + ": " + e.Reason
+}
+
+func (e *InputError) Unwrap() error { return e.Err }
+
+// GRPCStatus makes status.Code and status.FromError see InvalidArgument
+// with this error's message (the index relative to Push's slice).
+func (e *InputError) GRPCStatus() *status.Status {
+	st, ok := status.FromError(e.Err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return status.New(codes.InvalidArgument, e.Error())
+	}
+	p := st.Proto()
+	p.Message = e.Error()
+	return status.FromProto(p)
+}
+
+// The edge's InvalidArgument messages (edge.FieldError): "<field>: <reason>",
+// followed in a stream, once some of the stream was accepted, by " (the N
+// insights before, seq A..B, were accepted)". The field names an index
+// relative to the request (the chunk).
+var (
+	acceptedBefore = regexp.MustCompile(` \(the (\d+) insights before, seq \d+\.\.\d+, were accepted\)$`)
+	fieldMessage   = regexp.MustCompile(`^((?:insights|completion)(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$`)
+	insightPath    = regexp.MustCompile(`^insights\[(\d+)\](.*)$`)
+)
+
+// inputError turns an InvalidArgument from edge into an InputError whose
+// index is relative to the caller's slice: offset is the index of the
+// stream's first insight (or 0 for a completion).
+func inputError(edge string, err error, offset int) *InputError {
+	st := status.Convert(err)
+	msg := st.Message()
+	before := 0
+	if m := acceptedBefore.FindStringSubmatch(msg); m != nil {
+		before, _ = strconv.Atoi(m[1])
+		msg = strings.TrimSuffix(msg, m[0])
+	}
+	ie := &InputError{Index: -1, Reason: msg, Edge: edge, Err: err}
+	// The structured detail is exact; the message is parsed only without it
+	// (the edge drops the details when it adds the "accepted before" note).
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+			ie.Field, ie.Reason = br.GetFieldViolations()[0].GetField(), br.GetFieldViolations()[0].GetDescription()
+		}
+	}
+	if ie.Field == "" {
+		if m := fieldMessage.FindStringSubmatch(msg); m != nil {
+			ie.Field, ie.Reason = m[1], m[2]
+		}
+	}
+	if m := insightPath.FindStringSubmatch(ie.Field); m != nil {
+		if i, err := strconv.Atoi(m[1]); err == nil {
+			ie.Index = offset + before + i
+			ie.Field = fmt.Sprintf("insights[%d]%s", ie.Index, m[2])
+		}
+	}
+	return ie
+}
+
+// RetryDelay is the retry hint an edge sent with err: a google.rpc.RetryInfo
+// detail of the status, or the grpc-retry-pushback-ms trailer. Hints are
+// capped at a minute.
+func RetryDelay(err error) (time.Duration, bool) {
+	var h *hintError
+	if errors.As(err, &h) {
+		return h.after, true
+	}
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			if after := ri.GetRetryDelay().AsDuration(); after > 0 {
+				return min(after, maxHint), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// hintError carries the retry hint of a trailer with the error it came with.
+type hintError struct {
+	error
+	after time.Duration
+}
+
+func (e *hintError) Unwrap() error { return e.error }
+
+// GRPCStatus keeps status.Code and status.Convert working through the wrap.
+func (e *hintError) GRPCStatus() *status.Status { return status.Convert(e.error) }
+
+// withTrailerHint attaches the grpc-retry-pushback-ms hint of trailer to
+// err, unless the status carries one already.
+func withTrailerHint(err error, trailer metadata.MD) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := RetryDelay(err); ok {
+		return err
+	}
+	for _, v := range trailer.Get("grpc-retry-pushback-ms") {
+		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil && ms > 0 {
+			return &hintError{error: err, after: min(time.Duration(ms)*time.Millisecond, maxHint)}
+		}
+	}
+	return err
+}
+
+// retryable tells whether a failed attempt may succeed when sent again
+// (elsewhere or later). Called only while the caller's context and the
+// Client are alive, so Canceled here means the connection was closed under
+// the attempt.
+func retryable(err error) bool {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Canceled:
+		return true
+	case codes.ResourceExhausted:
+		// gRPC's own size limits say the same message will never fit; a
+		// full WAL (or any other exhaustion) passes.
+		return !strings.Contains(st.Message(), "larger than max")
+	}
+	return false
+}
