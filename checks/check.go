@@ -1,11 +1,3 @@
-// Package checks defines what a security check is to longhaul's checkers, and
-// holds the built-in ones: synthetic (deterministic, for the embedded default
-// and the benchmarks), tls and headers.
-//
-// A check scans one asset and reports findings; the checker turns them into
-// insights (adding account, asset, scan id, checker and observed_at), pushes
-// them to an edge and completes the scan, so a finding that a later scan no
-// longer reports is resolved.
 package checks
 
 import (
@@ -22,8 +14,9 @@ type Target struct {
 	Asset string
 	// ScanID identifies this scan ("<job_id>/<check>").
 	ScanID string
-	// Kind, when set, asks for findings of that kind only (an on-demand scan
-	// of one insight kind). A check may ignore it and report everything.
+	// Kind, when set, is the insight kind an on-demand scan was asked for.
+	// A check may ignore it and report everything; the built-in checks do,
+	// because completing the scan resolves whatever it did not report.
 	Kind string
 }
 

@@ -2,6 +2,9 @@
 //
 //	longhaul primary   apply edges' batches to PostgreSQL (runs beside it)
 //	longhaul edge      accept insights in a region, make them durable, ship them
+//	longhaul scheduler spread scans over time and send them to the Kafka lanes
+//	longhaul checker   consume a lane, run the checks, push insights to an edge
+//	longhaul bench     benchmarks (pipeline)
 //	longhaul version   print the version
 package main
 
@@ -29,6 +32,8 @@ type command struct {
 var commands = []command{
 	{"primary", "apply edges' batches to PostgreSQL (run it beside the database)", runPrimary},
 	{"edge", "accept checkers' insights in a region, make them durable, ship them to the primary", runEdge},
+	{"checker", "consume a Kafka lane, run each scan in its own goroutine, push insights to the nearest edge", runChecker},
+	{"bench", "benchmarks: pipeline", runBench},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		_, err := fmt.Fprintln(stdout, "longhaul", version)
 		return err

@@ -160,7 +160,6 @@ func ValidateJob(j *longhaulv1.ScanJob) error {
 	return nil
 }
 
-
 // EnsureTopics creates the topics that do not exist yet, with the given
 // partitions and replication factor (-1: the broker's default). Topics that
 // exist are left as they are.

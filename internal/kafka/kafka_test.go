@@ -50,7 +50,6 @@ func TestValidateJobNamesTheField(t *testing.T) {
 	}
 }
 
-
 func FuzzDecodeJob(f *testing.F) {
 	b, _ := EncodeJob(validJob())
 	f.Add(b)

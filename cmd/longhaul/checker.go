@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/longhaul/longhaul/checker"
+	"github.com/longhaul/longhaul/checks"
+	"github.com/longhaul/longhaul/internal/kafka"
+	"github.com/longhaul/longhaul/internal/serve"
+	"github.com/longhaul/longhaul/pushclient"
+)
+
+func runChecker(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("longhaul checker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg                    checker.Config
+		logs                   logFlags
+		lane, names            string
+		brokers, edges, listen string
+		opts                   checks.Options
+	)
+	fs.StringVar(&lane, "lane", "fast", "the lane to consume: fast or slow")
+	fs.StringVar(&names, "checks", checks.NameSynthetic, "comma-separated checks to run: "+strings.Join(checks.BuiltinNames(), ", "))
+	fs.StringVar(&brokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka brokers")
+	fs.StringVar(&edges, "edge", "127.0.0.1:7300", "comma-separated edges' gRPC addresses, nearest first")
+	fs.StringVar(&cfg.Group, "group", "", "consumer group (default longhaul.checker.<lane>.<checks>)")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", checker.DefaultMaxInFlight, "jobs polled and not yet committed; a crash redoes at most this many")
+	fs.DurationVar(&cfg.FastBudget, "fast-budget", checker.DefaultFastBudget, "fast lane: a scan taking longer is handed to the slow lane")
+	fs.DurationVar(&cfg.SlowTimeout, "slow-timeout", checker.DefaultSlowTimeout, "slow lane: a scan taking longer fails")
+	fs.IntVar(&cfg.MaxAttempts, "max-attempts", checker.DefaultMaxAttempts, "a job handed on this many times goes to the dead-letter topic")
+	fs.DurationVar(&cfg.AbandonAfter, "abandon-after", checker.DefaultAbandonAfter, "on revocation or shutdown, how long running scans may take before they are cancelled")
+	fs.StringVar(&listen, "http-listen", "127.0.0.1:7600", "HTTP address of /healthz, /readyz and /metrics")
+	fs.DurationVar(&opts.Timeout, "check-timeout", 10*time.Second, "network timeout of the tls and headers checks")
+	fs.IntVar(&opts.Synthetic.Insights, "synthetic-insights", checks.DefaultSyntheticInsights, "synthetic check: mean insights per scan")
+	fs.DurationVar(&opts.Synthetic.Fast, "synthetic-fast", checks.DefaultSyntheticFast, "synthetic check: duration of a fast scan")
+	fs.DurationVar(&opts.Synthetic.Slow, "synthetic-slow", checks.DefaultSyntheticSlow, "synthetic check: duration of a slow scan")
+	fs.Float64Var(&opts.Synthetic.SlowFraction, "synthetic-slow-fraction", checks.DefaultSyntheticSlowFraction, "synthetic check: share of slow assets (negative: none)")
+	logs.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.Lane, err = kafka.ParseLane(lane); err != nil {
+		return fmt.Errorf("--lane: %w", err)
+	}
+	if cfg.Checks, err = checks.Select(splitList(names), opts); err != nil {
+		return fmt.Errorf("--checks: %w", err)
+	}
+	if cfg.Brokers = splitList(brokers); len(cfg.Brokers) == 0 {
+		return errors.New("--kafka-brokers: required")
+	}
+	if len(splitList(edges)) == 0 {
+		return errors.New("--edge: required")
+	}
+	reg := serve.NewRegistry()
+	pc, err := pushclient.New(pushclient.Config{Edges: splitList(edges), Logger: log, Metrics: reg})
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	cfg.Pusher, cfg.Logger, cfg.Registry = checker.FromPushClient(pc), log, reg
+	c, err := checker.New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("--http-listen: %w", err)
+	}
+	web := serve.StartHTTP(ln, serve.Mux(reg, nil), log)
+	log.Info("checker consuming", "lane", lane, "group", c.Group(), "checks", names, "edges", edges, "http", ln.Addr().String())
+	runErr := c.Run(ctx)
+	log.Info("checker stopped", "stats", fmt.Sprintf("%+v", c.Stats()))
+	return errors.Join(runErr, web.Stop(context.WithoutCancel(ctx)))
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
