@@ -3,6 +3,7 @@
 //	longhaul primary   apply edges' batches to PostgreSQL (runs beside it)
 //	longhaul edge      accept insights in a region, make them durable, ship them
 //	longhaul scheduler spread scans over time and send them to the Kafka lanes
+//	longhaul assets    register assets in bulk (import FILE)
 //	longhaul checker   consume a lane, run the checks, push insights to an edge
 //	longhaul bench     benchmarks (pipeline)
 //	longhaul version   print the version
@@ -32,6 +33,8 @@ type command struct {
 var commands = []command{
 	{"primary", "apply edges' batches to PostgreSQL (run it beside the database)", runPrimary},
 	{"edge", "accept checkers' insights in a region, make them durable, ship them to the primary", runEdge},
+	{"scheduler", "spread scans of the registered assets over time and send them to the Kafka lanes", runScheduler},
+	{"assets", "manage the assets to scan: import", runAssets},
 	{"checker", "consume a Kafka lane, run each scan in its own goroutine, push insights to the nearest edge", runChecker},
 	{"bench", "benchmarks: pipeline", runBench},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
