@@ -10,10 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/wal"
@@ -134,6 +132,9 @@ func (s *Server) push(ctx context.Context, req *longhaulv1.PushRequest) (*longha
 // PushStream accepts each request of the stream whole; the answer covers
 // the stream. An error ends the stream: the requests before it were
 // accepted (and durable), the one that failed and those after were not.
+// The error of a request keeps its code and details, and says in its
+// ErrorInfo how many insights were accepted, under which sequence numbers
+// (MetaAccepted).
 func (s *Server) PushStream(stream longhaulv1.Ingest_PushStreamServer) error {
 	start := time.Now()
 	err := s.pushStream(stream)
@@ -153,16 +154,14 @@ func (s *Server) pushStream(stream longhaulv1.Ingest_PushStreamServer) error {
 			return stream.SendAndClose(resp)
 		}
 		if err != nil {
+			// gRPC has answered the stream itself (a message over
+			// MaxRequestBytes, a broken stream): what is returned here
+			// reaches only the metrics.
 			return err
 		}
 		first, last, err := s.accept(stream.Context(), req.Insights)
 		if err != nil {
-			if resp.Accepted > 0 {
-				// Say what was accepted before the failure.
-				st, _ := status.FromError(err)
-				return status.Errorf(st.Code(), "%s (the %d insights before, seq %d..%d, were accepted)", st.Message(), resp.Accepted, resp.FirstSeq, resp.LastSeq)
-			}
-			return err
+			return partiallyAccepted(err, resp)
 		}
 		if resp.FirstSeq == 0 {
 			resp.FirstSeq = first
@@ -236,9 +235,7 @@ func (s *Server) append(ctx context.Context, payloads [][]byte) (first, last uin
 		return first, last, nil
 	case errors.Is(err, wal.ErrFull):
 		s.metrics.full.Inc()
-		st, _ := status.New(codes.ResourceExhausted, "edge: the write-ahead log is full; retry later or push to another edge").
-			WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(RetryAfterFull)})
-		return 0, 0, st.Err()
+		return 0, 0, errWALFull()
 	case ctx.Err() != nil:
 		return 0, 0, status.FromContextError(ctx.Err()).Err()
 	}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -259,11 +259,16 @@ func (s *Service) close() {
 	}
 }
 
-// httpError writes gRPC errors as HTTP ones: InvalidArgument is 400 with
-// the field named, RESOURCE_EXHAUSTED is 429 with Retry-After.
+// httpError writes gRPC errors as HTTP ones (the status as JSON, details
+// included): InvalidArgument is 400 with the field named,
+// RESOURCE_EXHAUSTED (a full WAL) is 429 with Retry-After, the RetryInfo's
+// delay in whole seconds rounded up.
 func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	if status.Code(err) == codes.ResourceExhausted {
-		w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfterFull/time.Second)))
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().AsDuration() > 0 {
+			secs := (ri.GetRetryDelay().AsDuration() + time.Second - 1) / time.Second
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
+		}
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }

@@ -90,7 +90,9 @@ func (l Limits) withDefaults() Limits {
 // FieldError is bad input, named by the path of the field in the request
 // (PushRequest or CompleteScanRequest). It converts to InvalidArgument (HTTP
 // 400) with a google.rpc.BadRequest detail. Neither Field nor Reason ever
-// holds bytes of the input, so both are printable, valid UTF-8.
+// holds bytes of the input, so both are printable, valid UTF-8. In a
+// PushStream the request is the message that failed, not the stream: see
+// MetaAccepted for where its insights[0] is in the stream.
 type FieldError struct {
 	// Index is the position of the insight in the request, or -1 when the
 	// problem is not with one insight.

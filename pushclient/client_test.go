@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
@@ -211,6 +213,43 @@ func TestBadInput(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(c.metrics.retries); n != 0 {
 		t.Errorf("%d retry series, want none", n)
+	}
+	if n := s.edges[1].svc.WAL().Stats().Appends; n != 0 {
+		t.Errorf("the second edge got %d appends, want none", n)
+	}
+}
+
+// TestOversizeChunk: a chunk over the edge's message size limit (here one
+// insight of valid but large details) is refused by gRPC with
+// ResourceExhausted and no WAL_FULL reason: Push returns at once an error
+// naming the stream and the limit, with no retry and no failover, though
+// another edge would take the stream no better.
+func TestOversizeChunk(t *testing.T) {
+	t.Parallel()
+	s := startSystem(t, 2, func(_ int, cfg *edge.Config) { cfg.MaxRequestBytes = 4 << 10 })
+	c := newClient(t, Config{Edges: s.addrs(0, 1), ChunkInsights: 1, StreamInsights: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ins := makeInsights("scan-big", "s", 4)
+	ins[3].Details.Fields["pad"] = structpb.NewStringValue(strings.Repeat("x", 8<<10)) // within the edge's 16 KiB for details
+	start := time.Now()
+	res, err := c.Push(ctx, ins)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("push: %v; want ResourceExhausted at once", err)
+	}
+	for _, want := range []string{"insights[2:4]", "too large", "ChunkInsights, now 1", "vs. 4096"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("push: %q does not mention %q", err, want)
+		}
+	}
+	if res.Accepted != 2 || res.Streams != 1 || res.Attempts != 2 {
+		t.Errorf("push: %+v; want the first stream accepted, and 2 attempts", res)
+	}
+	if n := testutil.CollectAndCount(c.metrics.retries); n != 0 {
+		t.Errorf("%d retry series, want none", n)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("push took %s", d)
 	}
 	if n := s.edges[1].svc.WAL().Stats().Appends; n != 0 {
 		t.Errorf("the second edge got %d appends, want none", n)

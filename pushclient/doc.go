@@ -19,16 +19,26 @@
 // resent insight changes nothing. The same holds for Complete.
 //
 // What is retried: Unavailable (edge stopping, connection refused or lost),
-// ResourceExhausted (WAL full; the edge's retry hint — a google.rpc.RetryInfo
-// detail or a grpc-retry-pushback-ms trailer — keeps the client off that edge
-// until it ends), DeadlineExceeded of one attempt (Config.ProgressTimeout),
-// Aborted, and a call cut by a connection closing. An attempt that fails
-// moves on to the next edge at once; once every edge failed in a round, the
-// client backs off (jittered, exponential, MinBackoff..MaxBackoff) before
-// the next round. Everything else returns at once: InvalidArgument as an
-// *InputError that names the insight by its index in the slice given to
-// Push, other codes as a wrapped status error. When ctx ends, the call
-// returns an error wrapping ctx.Err().
+// ResourceExhausted when the edge's WAL is full (a google.rpc.ErrorInfo of
+// reason WAL_FULL, or a retry hint; the hint — a google.rpc.RetryInfo
+// detail or a grpc-retry-pushback-ms trailer — keeps the client off that
+// edge until it ends), DeadlineExceeded of one attempt
+// (Config.ProgressTimeout), Aborted, and a call cut by a connection
+// closing. An attempt that fails moves on to the next edge at once; once
+// every edge failed in a round, the client backs off (jittered,
+// exponential, MinBackoff..MaxBackoff) before the next round. Everything
+// else returns at once: InvalidArgument as an *InputError that names the
+// insight by its index in the slice given to Push, other codes as a
+// wrapped status error — among them ResourceExhausted without WAL_FULL,
+// gRPC's refusal of a message over the edge's size limit, which would be
+// refused again (lower ChunkInsights). When ctx ends, the call returns an
+// error wrapping ctx.Err().
+//
+// The client decides on the edge's status details, not its messages: the
+// ErrorInfo's reason, the BadRequest's field, and, for a stream refused
+// part way, the ErrorInfo's count of insights accepted before the refused
+// request (the BadRequest indexes that request). Edges that predate those
+// details are understood from their messages.
 //
 // # Edges and connections
 //

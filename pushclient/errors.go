@@ -65,30 +65,75 @@ func (e *InputError) GRPCStatus() *status.Status {
 	return status.FromProto(p)
 }
 
-// The edge's InvalidArgument messages (edge.FieldError): "<field>: <reason>",
-// followed in a stream, once some of the stream was accepted, by " (the N
-// insights before, seq A..B, were accepted)". The field names an index
-// relative to the request (the chunk).
-var (
-	acceptedBefore = regexp.MustCompile(` \(the (\d+) insights before, seq \d+\.\.\d+, were accepted\)$`)
-	fieldMessage   = regexp.MustCompile(`^((?:insights|completion)(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$`)
-	insightPath    = regexp.MustCompile(`^insights\[(\d+)\](.*)$`)
+// The edge's error details (edge.ErrorDomain and the rest of edge/errors.go;
+// wire format, copied so that checkers do not link the edge, and held equal
+// by TestWireFormat): at most one google.rpc.ErrorInfo per status, of
+// domain errorDomain. A full WAL has reason reasonWALFull. A PushStream
+// refused after some of its requests were accepted carries metaAccepted in
+// its ErrorInfo's metadata: the insights before the failed request, which
+// is also the index in the stream of that request's insights[0] (a
+// BadRequest field path indexes the failed request).
+const (
+	errorDomain   = "longhaul.dev"
+	reasonWALFull = "WAL_FULL"
+	metaAccepted  = "accepted"
 )
+
+// edgeInfo returns the edge's ErrorInfo of st, or nil.
+func edgeInfo(st *status.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == errorDomain {
+			return ei
+		}
+	}
+	return nil
+}
+
+// insightPath is an edge's field path that names an insight, by its index
+// in the request the edge refused.
+var insightPath = regexp.MustCompile(`^insights\[(\d+)\](.*)$`)
+
+// Edges from before the ErrorInfo dropped every detail of a stream refused
+// after some of it was accepted, and said how much in the message (today's
+// edges still append the note, for people). Such a message is read when
+// the details are missing: the note, an InvalidArgument's
+// "<field>: <reason>" (edge.FieldError), and a full WAL's first words.
+var (
+	acceptedNote = regexp.MustCompile(` \(the (\d+) insights before, seq \d+\.\.\d+, were accepted\)$`)
+	fieldMessage = regexp.MustCompile(`^((?:insights|completion)(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$`)
+)
+
+// legacyWALFull starts the message of a full WAL.
+const legacyWALFull = "edge: the write-ahead log is full"
+
+// acceptedBefore returns how many insights of the stream an edge's error
+// says it accepted before the request it refused (0 when it says none),
+// and the error's message without the note that says it in words.
+func acceptedBefore(st *status.Status) (n int, msg string) {
+	msg = st.Message()
+	m := acceptedNote.FindStringSubmatch(msg)
+	if m != nil {
+		msg = strings.TrimSuffix(msg, m[0])
+	}
+	if ei := edgeInfo(st); ei != nil {
+		if v, ok := ei.GetMetadata()[metaAccepted]; ok {
+			n, _ = strconv.Atoi(v)
+			return n, msg
+		}
+	}
+	if m != nil {
+		n, _ = strconv.Atoi(m[1])
+	}
+	return n, msg
+}
 
 // inputError turns an InvalidArgument from edge into an InputError whose
 // index is relative to the caller's slice: offset is the index of the
 // stream's first insight (or 0 for a completion).
 func inputError(edge string, err error, offset int) *InputError {
 	st := status.Convert(err)
-	msg := st.Message()
-	before := 0
-	if m := acceptedBefore.FindStringSubmatch(msg); m != nil {
-		before, _ = strconv.Atoi(m[1])
-		msg = strings.TrimSuffix(msg, m[0])
-	}
+	before, msg := acceptedBefore(st)
 	ie := &InputError{Index: -1, Reason: msg, Edge: edge, Err: err}
-	// The structured detail is exact; the message is parsed only without it
-	// (the edge drops the details when it adds the "accepted before" note).
 	for _, d := range st.Details() {
 		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
 			ie.Field, ie.Reason = br.GetFieldViolations()[0].GetField(), br.GetFieldViolations()[0].GetDescription()
@@ -164,9 +209,22 @@ func retryable(err error) bool {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Canceled:
 		return true
 	case codes.ResourceExhausted:
-		// gRPC's own size limits say the same message will never fit; a
-		// full WAL (or any other exhaustion) passes.
-		return !strings.Contains(st.Message(), "larger than max")
+		return walFull(err)
 	}
 	return false
+}
+
+// walFull tells a ResourceExhausted that passes (the edge's WAL is full)
+// from one that does not (gRPC's limit on a message's size). The edge says
+// so with its ErrorInfo; any exhaustion with a retry hint is taken at its
+// word; an older edge's message is read for the rest.
+func walFull(err error) bool {
+	st := status.Convert(err)
+	if ei := edgeInfo(st); ei != nil {
+		return ei.GetReason() == reasonWALFull
+	}
+	if _, ok := RetryDelay(err); ok {
+		return true
+	}
+	return strings.HasPrefix(st.Message(), legacyWALFull)
 }

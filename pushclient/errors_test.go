@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -19,8 +20,19 @@ func TestInputError(t *testing.T) {
 	fieldErr := func(index int, field, reason string) error {
 		return (&edge.FieldError{Index: index, Field: field, Reason: reason}).GRPCStatus().Err()
 	}
-	// What the edge answers when a stream fails after some of it was
-	// accepted: the message only, the details dropped.
+	// What an edge answers when a stream fails after some of it was
+	// accepted: today, the details kept and the count in the ErrorInfo;
+	// before the ErrorInfo, the message only.
+	partial := func(msg string, accepted string) error {
+		st, err := status.New(codes.InvalidArgument, msg).WithDetails(
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "insights[3].kind", Description: "is required"}}},
+			&errdetails.ErrorInfo{Reason: edge.ReasonPartiallyAccepted, Domain: edge.ErrorDomain, Metadata: map[string]string{
+				edge.MetaAccepted: accepted, edge.MetaFirstSeq: "7", edge.MetaLastSeq: "506"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Err()
+	}
 	midStream := status.Error(codes.InvalidArgument, "insights[3].kind: is required (the 500 insights before, seq 7..506, were accepted)")
 	for name, c := range map[string]struct {
 		err                  error
@@ -30,7 +42,12 @@ func TestInputError(t *testing.T) {
 	}{
 		"first chunk": {fieldErr(3, "insights[3].kind", "is required"), 2000, 2003, "insights[2003].kind", "is required",
 			"pushclient: edge e1 refused insights[2003].kind: is required"},
-		"later chunk, no details": {midStream, 2000, 2503, "insights[2503].kind", "is required",
+		"later chunk": {partial("insights[3].kind: is required (the 500 insights before, seq 7..506, were accepted)", "500"), 2000, 2503,
+			"insights[2503].kind", "is required", "pushclient: edge e1 refused insights[2503].kind: is required"},
+		"later chunk, the details only": {partial("kind is missing", "500"), 2000, 2503, "insights[2503].kind", "is required", ""},
+		"later chunk, the details first": {partial("insights[3].kind: is required (the 1 insights before, seq 7..7, were accepted)", "500"), 2000, 2503,
+			"insights[2503].kind", "is required", ""},
+		"later chunk, an older edge": {midStream, 2000, 2503, "insights[2503].kind", "is required",
 			"pushclient: edge e1 refused insights[2503].kind: is required"},
 		"the insight itself": {fieldErr(0, "insights[0]", "must not be null"), 10, 10, "insights[10]", "must not be null", ""},
 		"the request": {fieldErr(-1, "insights", "at most 10000 insights per request, got 20000"), 0, -1, "insights",
@@ -39,6 +56,8 @@ func TestInputError(t *testing.T) {
 			"must not be before started_at", "pushclient: edge e1 refused completion.finished_at: must not be before started_at"},
 		"unknown form": {status.Error(codes.InvalidArgument, "something else"), 0, -1, "", "something else",
 			"pushclient: edge e1 refused the request: something else"},
+		"unknown form, part way": {status.Error(codes.InvalidArgument, "something else (the 5 insights before, seq 1..5, were accepted)"), 0, -1, "",
+			"something else", "pushclient: edge e1 refused the request: something else"},
 	} {
 		ie := inputError("e1", c.err, c.offset)
 		if ie.Index != c.index || ie.Field != c.field || ie.Reason != c.reason {
@@ -53,6 +72,21 @@ func TestInputError(t *testing.T) {
 		st := status.Convert(ie)
 		if st.Code() != codes.InvalidArgument || st.Message() != ie.Error() {
 			t.Errorf("%s: status %s %q", name, st.Code(), st.Message())
+		}
+	}
+}
+
+// TestWireFormat: the client's copies of the edge's error details are the
+// edge's.
+func TestWireFormat(t *testing.T) {
+	t.Parallel()
+	for _, c := range [][2]string{
+		{errorDomain, edge.ErrorDomain},
+		{reasonWALFull, edge.ReasonWALFull},
+		{metaAccepted, edge.MetaAccepted},
+	} {
+		if c[0] != c[1] {
+			t.Errorf("pushclient has %q, the edge %q", c[0], c[1])
 		}
 	}
 }

@@ -8,7 +8,10 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/longhaul/longhaul/edge"
 )
 
 func TestOrderedPicker(t *testing.T) {
@@ -90,16 +93,45 @@ func TestRetryDelay(t *testing.T) {
 
 func TestRetryable(t *testing.T) {
 	t.Parallel()
+	// ResourceExhausted without a word of a full WAL: see below.
 	for code, want := range map[codes.Code]bool{
-		codes.Unavailable: true, codes.ResourceExhausted: true, codes.DeadlineExceeded: true, codes.Aborted: true, codes.Canceled: true,
+		codes.Unavailable: true, codes.DeadlineExceeded: true, codes.Aborted: true, codes.Canceled: true,
 		codes.InvalidArgument: false, codes.Internal: false, codes.Unknown: false, codes.Unimplemented: false,
-		codes.PermissionDenied: false, codes.Unauthenticated: false, codes.FailedPrecondition: false,
+		codes.PermissionDenied: false, codes.Unauthenticated: false, codes.FailedPrecondition: false, codes.ResourceExhausted: false,
 	} {
 		if got := retryable(status.Error(code, "x")); got != want {
 			t.Errorf("retryable(%s) = %v, want %v", code, got, want)
 		}
 	}
-	if retryable(status.Error(codes.ResourceExhausted, "grpc: received message larger than max (70000000 vs. 67108864)")) {
-		t.Error("a message over the size limit is retried")
+	// ResourceExhausted passes when the WAL is full, as the edge's
+	// ErrorInfo says (whatever the message), or a retry hint, or an older
+	// edge's message; not otherwise, gRPC's size limit above all.
+	exhausted := func(msg string, details ...protoadapt.MessageV1) error {
+		st, err := status.New(codes.ResourceExhausted, msg).WithDetails(details...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Err()
+	}
+	walFull := &errdetails.ErrorInfo{Reason: edge.ReasonWALFull, Domain: edge.ErrorDomain}
+	hint := &errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Second)}
+	for name, c := range map[string]struct {
+		err  error
+		want bool
+	}{
+		"WAL_FULL with a hint":  {exhausted("x", walFull, hint), true},
+		"WAL_FULL, no hint":     {exhausted("x", walFull), true},
+		"WAL_FULL, part way":    {exhausted("x", &errdetails.ErrorInfo{Reason: edge.ReasonWALFull, Domain: edge.ErrorDomain, Metadata: map[string]string{"accepted": "5"}}), true},
+		"a hint only":           {exhausted("x", hint), true},
+		"a trailer hint":        {withTrailerHint(status.Error(codes.ResourceExhausted, "x"), map[string][]string{"grpc-retry-pushback-ms": {"100"}}), true},
+		"an older edge's words": {status.Error(codes.ResourceExhausted, "edge: the write-ahead log is full; retry later or push to another edge (the 5 insights before, seq 1..5, were accepted)"), true},
+		"another reason":        {exhausted("edge: the write-ahead log is full", &errdetails.ErrorInfo{Reason: edge.ReasonPartiallyAccepted, Domain: edge.ErrorDomain}, hint), false},
+		"another domain":        {exhausted("x", &errdetails.ErrorInfo{Reason: edge.ReasonWALFull, Domain: "example.com"}), false},
+		"gRPC's size limit":     {status.Error(codes.ResourceExhausted, "grpc: received message larger than max (70000000 vs. 67108864)"), false},
+		"the client's limit":    {status.Error(codes.ResourceExhausted, "trying to send message larger than max (70000000 vs. 67108864)"), false},
+	} {
+		if got := retryable(c.err); got != c.want {
+			t.Errorf("%s: retryable = %v, want %v", name, got, c.want)
+		}
 	}
 }

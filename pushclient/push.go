@@ -45,7 +45,7 @@ var errNoProgress = errors.New("pushclient: no progress")
 // It sends them in streams of StreamInsights insights (PushStream, in
 // chunks of ChunkInsights), one stream at a time; a stream counts once the
 // edge acknowledges it, and only then is it durable. A stream that fails
-// for a reason of the edge or the link (Unavailable, ResourceExhausted,
+// for a reason of the edge or the link (Unavailable, a full WAL,
 // DeadlineExceeded of the attempt, a lost connection) is sent again whole,
 // as the edge may have written any part of it, to the next edge the Picker
 // offers; once every edge failed, after a backoff (and never before an
@@ -55,7 +55,9 @@ var errNoProgress = errors.New("pushclient: no progress")
 // Push returns nil only when every insight is in an acknowledged stream.
 // It returns at once an *InputError when an edge refuses the input as
 // invalid (its Index and Field name the insight in insights), and a
-// wrapped status error for other errors that sending again would not cure.
+// wrapped status error for other errors that sending again would not cure
+// (ResourceExhausted other than a full WAL: a chunk over the size limit of
+// a message).
 // Once ctx ends it returns an error wrapping ctx.Err(). A nil insight is
 // an InputError; no insights is a no-op. insights must not change until
 // Push returns.
@@ -77,7 +79,7 @@ func (c *Client) Push(ctx context.Context, insights []*longhaulv1.Insight) (res 
 		res.Attempts = cl.attempts
 		if err != nil {
 			if permanent {
-				return res, refused(cl, edge, err, off)
+				return res, c.refused(cl, edge, err, seg, off)
 			}
 			return res, err
 		}
@@ -154,17 +156,26 @@ func (c *Client) Complete(ctx context.Context, completion *longhaulv1.ScanComple
 		return withTrailerHint(err, trailer)
 	})
 	if err != nil && permanent {
-		return refused(cl, edge, err, 0)
+		return c.refused(cl, edge, err, nil, 0)
 	}
 	return err
 }
 
 // refused is the error of a call an edge answered with an error sending
-// again would not cure. offset is the index in Push's slice of the
-// stream's first insight.
-func refused(cl *call, edge string, err error, offset int) error {
-	if status.Code(err) == codes.InvalidArgument {
+// again would not cure. seg is the stream's insights, and offset the index
+// in Push's slice of its first one (nil and 0 for a completion).
+func (c *Client) refused(cl *call, edge string, err error, seg []*longhaulv1.Insight, offset int) error {
+	switch status.Code(err) {
+	case codes.InvalidArgument:
 		return inputError(edge, err, offset)
+	case codes.ResourceExhausted:
+		// Not a full WAL (retryable): a request over the size limit of a
+		// message. gRPC refuses it before the edge sees it, and says
+		// neither which request it was nor how many came before.
+		if cl.method == "PushStream" {
+			return fmt.Errorf("pushclient: PushStream: edge %s refused a request of the stream of insights[%d:%d] as too large "+
+				"(lower ChunkInsights, now %d, or shrink the insights): %w", edge, offset, offset+len(seg), c.cfg.ChunkInsights, err)
+		}
 	}
 	return fmt.Errorf("pushclient: %s: edge %s: %w", cl.method, edge, err)
 }
