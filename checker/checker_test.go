@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +19,13 @@ import (
 	"github.com/longhaul/longhaul/internal/kafka"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if arg := os.Getenv(childEnv); arg != "" {
+		// This test binary, started by a test, runs a checker until killed.
+		os.Exit(runChildChecker(arg))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // fastGroupOpts make rebalances take milliseconds rather than seconds.
 var fastGroupOpts = []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond), kgo.FetchMaxWait(100 * time.Millisecond)}
