@@ -47,12 +47,13 @@ check-generate: ## fail if the generated files in api/ differ from what `make ge
 	if [ -n "$$stale" ]; then echo "check-generate: stale generated files, run make generate and commit them:"; echo "$$stale"; exit 1; fi; \
 	echo "check-generate: api/ is up to date"
 
-bench: ## run the benchmarks the README quotes (about 10 minutes; see README "Benchmarks")
+bench: ## run the benchmarks the README quotes (about 15 minutes; see README "Benchmarks")
 	$(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m ./primary/
 	$(GO) test -run '^$$' -bench BenchmarkAppend -benchtime 2s -count 3 ./wal/
 	$(GO) test -run '^$$' -bench BenchmarkPushLatency -benchtime 3000x ./edge/
 	LONGHAUL_BENCH_INSIGHTS=600000 $(GO) test -run '^$$' -bench BenchmarkShipRTT -benchtime 1x -count 3 ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkSeedSituation -benchtime 1x -timeout 30m ./edge/
+	$(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 30m ./checker/
 
 bench-any: ## run the benchmarks matching BENCH in PKGS, BENCHTIME each
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout $(TIMEOUT) $(PKGS)
