@@ -6,6 +6,7 @@
 //	longhaul assets    register assets in bulk (import FILE)
 //	longhaul checker   consume a lane, run the checks, push insights to an edge
 //	longhaul bench     benchmarks (pipeline)
+//	longhaul certs     make development TLS certificates
 //	longhaul probe     GET a URL, exit 0 on 200 (container healthchecks)
 //	longhaul version   print the version
 package main
@@ -38,6 +39,7 @@ var commands = []command{
 	{"assets", "manage the assets to scan: import", runAssets},
 	{"checker", "consume a Kafka lane, run each scan in its own goroutine, push insights to the nearest edge", runChecker},
 	{"bench", "benchmarks: pipeline", runBench},
+	{"certs", "make a development CA and a certificate per role (--out DIR)", runCerts},
 	{"probe", "GET a URL and exit 0 on HTTP 200 (container healthchecks)", runProbe},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		_, err := fmt.Fprintln(stdout, "longhaul", version)
