@@ -2,6 +2,7 @@ package primary
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,11 @@ type Config struct {
 	// Registry receives every metric and serves /metrics. Default: a new
 	// registry with the Go and process collectors.
 	Registry *prometheus.Registry
+	// TLS, when set, serves both listeners over TLS. With ClientAuth
+	// tls.RequireAndVerifyClientCert (--tls-client-ca) only edges holding a
+	// certificate from that CA may ship; the HTTP endpoints then verify a
+	// client certificate only when one is presented.
+	TLS *tls.Config
 }
 
 func (c *Config) setDefaults() {
@@ -150,7 +156,8 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("primary: listen %s: %w", cfg.HTTPListen, err)
 	}
-	s.grpc = serve.NewGRPC(
+	s.httpLn = serve.HTTPListener(s.httpLn, cfg.TLS)
+	s.grpc = serve.NewGRPC(append(serve.GRPCTLS(cfg.TLS),
 		grpc.MaxRecvMsgSize(256<<20), // a batch of 500,000 insights
 		// Windows large enough for several multi-MiB batches in flight
 		// across a long round trip; gRPC's own start at 64 KiB and grow
@@ -158,7 +165,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 		grpc.InitialWindowSize(16<<20),
 		grpc.InitialConnWindowSize(64<<20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
-	)
+	)...)
 	longhaulv1.RegisterShipperServer(s.grpc.Server, s.server)
 	s.grpc.Serve(s.ln, longhaulv1.Shipper_ServiceDesc.ServiceName)
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/longhaul/longhaul/internal/pgcluster"
+	"github.com/longhaul/longhaul/internal/tlsconf"
 	"github.com/longhaul/longhaul/primary"
 )
 
@@ -22,6 +23,7 @@ func runPrimary(ctx context.Context, args []string, _, stderr io.Writer) error {
 		keep      bool
 		logs      logFlags
 		maxConns  int
+		tlsFlags  tlsconf.Flags
 	)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL to write to; empty: start a throwaway cluster from the machine's PostgreSQL binaries")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "gRPC address edges ship batches to")
@@ -33,12 +35,16 @@ func runPrimary(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long batches being applied may take to finish")
 	fs.StringVar(&dataDir, "pg-data-dir", "", "with no --database-url: where the throwaway cluster lives (default: a new temp dir)")
 	fs.BoolVar(&keep, "keep", false, "with no --database-url: keep the throwaway cluster's files on exit")
+	tlsFlags.Register(fs, true, false)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log, err := logs.logger(stderr)
 	if err != nil {
+		return err
+	}
+	if cfg.TLS, err = tlsFlags.Server(); err != nil {
 		return err
 	}
 	cfg.Logger = log
