@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,6 +153,8 @@ type Config struct {
 	// Registry receives every metric and serves /metrics. Default: a new
 	// registry with the Go and process collectors.
 	Registry *prometheus.Registry
+	// TLS, when set, serves the HTTP API over TLS.
+	TLS *tls.Config
 
 	// manual: no background tick or maintenance loop; tests drive the
 	// service by calling tick, learn and recomputeRate.

@@ -114,6 +114,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("scheduler: listen %s: %w", cfg.HTTPListen, err)
 	}
+	s.httpLn = serve.HTTPListener(s.httpLn, cfg.TLS)
 	s.http = serve.StartHTTP(s.httpLn, s.handler(), s.log)
 
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))

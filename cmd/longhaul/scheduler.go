@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/longhaul/longhaul/internal/tlsconf"
 	"github.com/longhaul/longhaul/primary/migrate"
 	"github.com/longhaul/longhaul/scheduler"
 )
@@ -25,6 +26,7 @@ func runScheduler(ctx context.Context, args []string, _, stderr io.Writer) error
 		iv      = planIntervals(fs)
 		part    int
 		repl    int
+		tlsF    tlsconf.Flags
 	)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL holding the assets: the primary's database (required)")
 	fs.StringVar(&brokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka brokers")
@@ -41,12 +43,16 @@ func runScheduler(ctx context.Context, args []string, _, stderr io.Writer) error
 	fs.DurationVar(&cfg.SlowDuration, "slow-duration", scheduler.DefaultSlowDuration, "an asset whose last scan took this long goes to the slow lane")
 	fs.Int64Var(&cfg.SlowInsights, "slow-insights", scheduler.DefaultSlowInsights, "an asset whose last scan found this many insights goes to the slow lane")
 	fs.DurationVar(&cfg.LearnEvery, "learn-every", scheduler.DefaultLearnEvery, "how often completed scans update the assets' expected cost")
+	tlsF.Register(fs, true, false)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log, err := logs.logger(stderr)
 	if err != nil {
+		return err
+	}
+	if cfg.TLS, err = tlsF.Server(); err != nil {
 		return err
 	}
 	if cfg.DatabaseURL == "" {
