@@ -53,6 +53,7 @@ bench: ## run the benchmarks the README quotes (about 15 minutes; see README "Be
 	$(GO) test -run '^$$' -bench BenchmarkPushLatency -benchtime 3000x ./edge/
 	LONGHAUL_BENCH_INSIGHTS=600000 $(GO) test -run '^$$' -bench BenchmarkShipRTT -benchtime 1x -count 3 ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkSeedSituation -benchtime 1x -timeout 30m ./edge/
+	$(GO) test -run '^$$' -bench BenchmarkRegionBudgets -benchtime 1x ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 30m ./checker/
 
 bench-any: ## run the benchmarks matching BENCH in PKGS, BENCHTIME each

@@ -30,6 +30,9 @@ type Server struct {
 	logger  *slog.Logger
 	metrics *serverMetrics
 	now     func() time.Time
+	// stages receives the validation, wal_sync and ack measurements for
+	// the budget; nil when the server runs without an edge.
+	stages *stageSet
 
 	// closing refuses new pushes during shutdown; pushes holds those
 	// under way, so shutdown can wait for them.
@@ -78,6 +81,11 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 
 // NewServer returns an Ingest service writing to log.
 func NewServer(log *wal.Log, limits Limits, logger *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	return newServer(log, limits, logger, reg, nil)
+}
+
+// newServer is NewServer measuring the budget's stages into stages.
+func newServer(log *wal.Log, limits Limits, logger *slog.Logger, reg prometheus.Registerer, stages *stageSet) (*Server, error) {
 	m, err := newServerMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -85,7 +93,7 @@ func NewServer(log *wal.Log, limits Limits, logger *slog.Logger, reg prometheus.
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Server{log: log, limits: limits.withDefaults(), logger: logger, metrics: m, now: time.Now}, nil
+	return &Server{log: log, limits: limits.withDefaults(), logger: logger, metrics: m, now: time.Now, stages: stages}, nil
 }
 
 var errShuttingDown = status.Error(codes.Unavailable, "edge is shutting down")
@@ -159,10 +167,14 @@ func (s *Server) pushStream(stream longhaulv1.Ingest_PushStreamServer) error {
 			// reaches only the metrics.
 			return err
 		}
+		t := time.Now()
 		first, last, err := s.accept(stream.Context(), req.Insights)
 		if err != nil {
 			return partiallyAccepted(err, resp)
 		}
+		// The answer waits for the checker to close the stream: what the
+		// edge owes each message is its being durable.
+		s.stages.observe(stageAck, time.Since(t), 1)
 		if resp.FirstSeq == 0 {
 			resp.FirstSeq = first
 		}
@@ -208,7 +220,9 @@ func (s *Server) completeScan(ctx context.Context, req *longhaulv1.CompleteScanR
 func (s *Server) accept(ctx context.Context, ins []*longhaulv1.Insight) (first, last uint64, err error) {
 	t := time.Now()
 	valid, err := ValidateInsights(s.now(), s.limits, ins)
-	s.metrics.validation.Observe(time.Since(t).Seconds())
+	took := time.Since(t)
+	s.metrics.validation.Observe(took.Seconds())
+	s.stages.observe(stageValidation, took, 1)
 	if err != nil {
 		s.metrics.invalid.Inc()
 		return 0, 0, err
@@ -229,7 +243,11 @@ func (s *Server) accept(ctx context.Context, ins []*longhaulv1.Insight) (first, 
 func (s *Server) append(ctx context.Context, payloads [][]byte) (first, last uint64, err error) {
 	t := time.Now()
 	first, last, err = s.log.Append(ctx, payloads)
-	s.metrics.walSync.Observe(time.Since(t).Seconds())
+	took := time.Since(t)
+	s.metrics.walSync.Observe(took.Seconds())
+	if err == nil {
+		s.stages.observe(stageWALSync, took, 1)
+	}
 	switch {
 	case err == nil:
 		return first, last, nil
@@ -247,6 +265,10 @@ func (s *Server) done(method string, start time.Time, err error) {
 	code := status.Code(err)
 	s.metrics.requests.WithLabelValues(method, code.String()).Inc()
 	if err == nil {
-		s.metrics.ack.WithLabelValues(method).Observe(time.Since(start).Seconds())
+		took := time.Since(start)
+		s.metrics.ack.WithLabelValues(method).Observe(took.Seconds())
+		if method != "PushStream" {
+			s.stages.observe(stageAck, took, 1)
+		}
 	}
 }

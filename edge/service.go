@@ -21,6 +21,7 @@ import (
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/internal/serve"
+	"github.com/longhaul/longhaul/topology"
 	"github.com/longhaul/longhaul/wal"
 )
 
@@ -34,8 +35,8 @@ type Config struct {
 	// Listen is the gRPC address checkers push to. Default "127.0.0.1:7300".
 	Listen string
 	// HTTPListen serves the HTTP/JSON API (/v1/insights:push,
-	// /v1/scans:complete), /healthz, /readyz and /metrics. Default
-	// "127.0.0.1:7301".
+	// /v1/scans:complete, /v1/topology), /v1/budget, /healthz, /readyz and
+	// /metrics. Default "127.0.0.1:7301".
 	HTTPListen string
 	// Primary is the primary's gRPC address. Required.
 	Primary string
@@ -46,9 +47,18 @@ type Config struct {
 	MaxRequestBytes int
 	// Limits bound what one request may hold; see Limits for defaults.
 	Limits Limits
+	// Gossip joins the edge to the cluster of edges (package topology)
+	// when Gossip.BindAddr is set; without it the edge is a cluster of
+	// one. Region, NodeID, NodeName (the edge id), GRPCAddr, HTTPAddr (the
+	// listeners') and Meta (the WAL's backlog) are set from the edge's.
+	Gossip topology.Config
 	// Shipper configures shipping; EdgeID, Region, Primary, Logger and
-	// Registerer are set from the edge's.
+	// Registerer are set from the edge's, Budget from Budget.
 	Shipper ShipperConfig
+	// Budget is the region's latency budget: the edge measures its stages
+	// against it (/v1/budget, Budget, WithinBudget) and the shipper sizes
+	// its batches by it. Zero fields take the defaults of Budget.
+	Budget Budget
 	// DrainTimeout bounds how long Stop waits for pushes under way.
 	// Default 30s.
 	DrainTimeout time.Duration
@@ -71,6 +81,7 @@ func (c *Config) setDefaults() {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	c.Budget = c.Budget.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -89,6 +100,9 @@ func (c *Config) validate() error {
 	if c.MaxRequestBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("edge: MaxRequestBytes %d is below 1 KiB", c.MaxRequestBytes))
 	}
+	if err := c.Budget.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -103,10 +117,12 @@ type Service struct {
 	wal     *wal.Log
 	server  *Server
 	shipper *Shipper
+	budgets *budgets
 	grpc    *serve.GRPC
 	http    *serve.HTTP
 	ln      net.Listener
 	httpLn  net.Listener
+	topo    *edgeTopology
 
 	shipCancel context.CancelFunc
 	shipDone   chan error
@@ -135,7 +151,8 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	st := s.wal.Stats()
 	s.log.Info("edge: WAL open", "dir", cfg.DataDir, "unshipped_records", st.Records, "unshipped_bytes", st.Bytes, "last_seq", st.LastSeq)
-	if s.server, err = NewServer(s.wal, cfg.Limits, s.log, cfg.Registry); err != nil {
+	stages := newStageSet(cfg.Region, cfg.Budget.Window)
+	if s.server, err = newServer(s.wal, cfg.Limits, s.log, cfg.Registry, stages); err != nil {
 		return nil, err
 	}
 	if err := registerWALMetrics(cfg.Registry, s.wal); err != nil {
@@ -144,7 +161,11 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	shcfg := cfg.Shipper
 	shcfg.EdgeID, shcfg.Region, shcfg.Primary = cfg.EdgeID(), cfg.Region, cfg.Primary
 	shcfg.Logger, shcfg.Registerer = s.log, cfg.Registry
+	shcfg.Budget, shcfg.stages = cfg.Budget, stages
 	if s.shipper, err = NewShipper(s.wal, shcfg); err != nil {
+		return nil, err
+	}
+	if err := s.startBudgets(stages); err != nil {
 		return nil, err
 	}
 
@@ -154,6 +175,9 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("edge: listen %s: %w", cfg.HTTPListen, err)
 	}
+	if err := s.startTopology(); err != nil {
+		return nil, err
+	}
 
 	shipCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.shipCancel, s.shipDone = cancel, make(chan error, 1)
@@ -161,7 +185,8 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 
 	s.grpc = serve.NewGRPC(grpc.MaxRecvMsgSize(cfg.MaxRequestBytes))
 	longhaulv1.RegisterIngestServer(s.grpc.Server, s.server)
-	s.grpc.Serve(s.ln, longhaulv1.Ingest_ServiceDesc.ServiceName)
+	longhaulv1.RegisterTopologyServer(s.grpc.Server, s.topo.server)
+	s.grpc.Serve(s.ln, longhaulv1.Ingest_ServiceDesc.ServiceName, longhaulv1.Topology_ServiceDesc.ServiceName)
 
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
@@ -171,6 +196,9 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 		runtime.WithErrorHandler(httpError),
 	)
 	if err := longhaulv1.RegisterIngestHandlerServer(ctx, gw, s.server); err != nil {
+		return nil, err
+	}
+	if err := s.registerTopologyHTTP(ctx, gw); err != nil {
 		return nil, err
 	}
 	mux := serve.Mux(cfg.Registry, map[string]serve.Check{
@@ -186,6 +214,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 		},
 	})
 	mux.Handle("/v1/", limitBody(gw, int64(cfg.MaxRequestBytes)))
+	mux.HandleFunc("GET /v1/budget", s.serveBudget)
 	s.http = serve.StartHTTP(s.httpLn, mux, s.log)
 	s.log.Info("edge: serving", "grpc", s.ln.Addr().String(), "http", s.httpLn.Addr().String(), "primary", cfg.Primary)
 	ok = true
@@ -209,6 +238,7 @@ func (s *Service) Shipper() *Shipper { return s.shipper }
 // stays in the WAL for the next start. Safe to call twice.
 func (s *Service) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
+		s.leaveTopology()
 		s.grpc.Draining()
 		drained := make(chan struct{})
 		go func() { s.server.Close(); close(drained) }()
@@ -233,6 +263,7 @@ func (s *Service) Stop(ctx context.Context) error {
 }
 
 func (s *Service) close() {
+	s.stopTopology()
 	if s.shipCancel != nil {
 		s.shipCancel()
 		if err := <-s.shipDone; err != nil {

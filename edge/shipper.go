@@ -104,8 +104,33 @@ type ShipperConfig struct {
 	MaxBatchRecords int
 	// MaxBatchAge is how long the oldest record of a batch that is not full
 	// may wait for more records. Records already in the WAL never wait: a
-	// backlog ships in full batches. Default 250ms.
+	// backlog ships in full batches. With a Budget it caps the budget's
+	// wait: raise it (up to Budget.VisibleP99) to let the budget alone
+	// decide how large batches grow. Default 250ms.
 	MaxBatchAge time.Duration
+	// Budget, when its VisibleP99 is set, steers how long the oldest
+	// record of a batch that is not full may wait (the edge sets it from
+	// Config.Budget): as long as it can still be visible in the primary
+	// within VisibleP99, given the batches' measured round trip and apply
+	// time (p99 over the budget's window) and the budget's Margin:
+	//
+	//	wait = clamp(VisibleP99 − (round trip p99 + apply p99 + Margin), 0, MaxBatchAge)
+	//
+	// so batches grow as large as the budget allows, and ship at once when
+	// the link is too slow for any wait. The round trip is never taken as
+	// shorter than the oldest batch in flight has been waiting for its ack
+	// (a link slowing down shows there before any ack measures it). While
+	// the window holds no ack (a new stream, an idle edge), the round trip
+	// and apply are taken as their budgeted shares (Budget.Shares), or as
+	// the last round trip measured (at first: the hello's) if longer.
+	// Zero fields other than VisibleP99 take the defaults of Budget. Zero:
+	// no steering, MaxBatchAge alone.
+	Budget Budget
+	// FixedInterval, when set, replaces both: batches are sent at every
+	// multiple of FixedInterval of the wall clock, with the records
+	// appended before it (a fixed-interval flush, for comparison with the
+	// budget's steering). The size caps still apply. Default 0: off.
+	FixedInterval time.Duration
 	// MaxInFlight is how many batches may be sent and not yet acknowledged,
 	// so that throughput does not fall with the round-trip time. Default 8.
 	MaxInFlight int
@@ -122,6 +147,12 @@ type ShipperConfig struct {
 	Logger *slog.Logger
 	// Registerer receives the shipper's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+
+	// stages receives the shipper's measurements (queue_wait,
+	// ship_round_trip, apply, end_to_end), which the steering reads. The
+	// edge shares its own; when nil the shipper makes one, registered
+	// with Registerer.
+	stages *stageSet
 }
 
 // Keepalive of the stream's connection: a dead link (a blackhole, a peer
@@ -139,6 +170,9 @@ func (c *ShipperConfig) setDefaults() {
 	}
 	if c.MaxBatchRecords == 0 {
 		c.MaxBatchRecords = 100_000
+	}
+	if c.Budget.VisibleP99 > 0 {
+		c.Budget = c.Budget.withDefaults()
 	}
 	if c.MaxBatchAge == 0 {
 		c.MaxBatchAge = 250 * time.Millisecond
@@ -187,6 +221,16 @@ func (c *ShipperConfig) validate() error {
 	if c.MaxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("MaxInFlight %d must be at least 1", c.MaxInFlight))
 	}
+	if c.FixedInterval < 0 {
+		errs = append(errs, fmt.Errorf("FixedInterval %v is negative", c.FixedInterval))
+	}
+	if c.Budget.VisibleP99 < 0 {
+		errs = append(errs, fmt.Errorf("Budget.VisibleP99 %v is negative", c.Budget.VisibleP99))
+	} else if c.Budget.VisibleP99 > 0 {
+		if err := c.Budget.validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("backoff %v..%v is not a range of positive durations", c.BackoffMin, c.BackoffMax))
 	}
@@ -207,9 +251,16 @@ type Shipper struct {
 	m        *shipMetrics
 	dialOpts []grpc.DialOption
 	running  atomic.Bool
+	stages   *stageSet
+	// lastShip is the last round trip measured, in nanoseconds: a batch's
+	// send to its ack, or a hello's send to the welcome.
+	lastShip atomic.Int64
 
 	mu    sync.Mutex
 	stats ShipperStats
+	// inFlight holds the send times of the current stream's batches in
+	// flight, oldest first.
+	inFlight []time.Time
 }
 
 // ShipperStats is a snapshot of a shipper's state and counters since
@@ -247,6 +298,12 @@ type ShipperStats struct {
 	// Rows and DeadLetters as the primary reported them in its acks.
 	Rows, DeadLetters uint64
 
+	// LastBatchRecords and LastBatchBytes are the WAL records and payload
+	// bytes of the last batch sent; TargetWait is how long the oldest
+	// record of a batch that is not full was last allowed to wait.
+	LastBatchRecords, LastBatchBytes int
+	TargetWait                       time.Duration
+
 	// LedgerMismatch is set when the shipper stopped on ErrLedgerMismatch.
 	LedgerMismatch bool
 	// LastError is the error that ended the last stream, "" if none did.
@@ -263,8 +320,16 @@ func NewShipper(log *wal.Log, cfg ShipperConfig) (*Shipper, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Shipper{log: log, cfg: cfg, logger: cfg.Logger.With("edge_id", cfg.EdgeID)}
+	s := &Shipper{log: log, cfg: cfg, logger: cfg.Logger.With("edge_id", cfg.EdgeID), stages: cfg.stages}
 	s.m = newShipMetrics(s)
+	if s.stages == nil {
+		window := cfg.Budget.Window
+		if window == 0 {
+			window = DefaultWindow
+		}
+		s.stages = newStageSet(cfg.Region, window)
+		s.m.all = append(s.m.all, s.stages)
+	}
 	if cfg.Registerer != nil {
 		if err := s.m.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("edge: shipper metrics: %w", err)
@@ -401,6 +466,7 @@ func (s *Shipper) session(ctx context.Context) (progress bool, err error) {
 		s.m.inFlight.Set(0)
 		s.mu.Lock()
 		s.stats.Connected, s.stats.InFlight = false, 0
+		s.inFlight = s.inFlight[:0]
 		s.mu.Unlock()
 	}()
 
@@ -425,6 +491,7 @@ func (s *Shipper) handshake(ctx context.Context, cc *grpc.ClientConn) (longhaulv
 		return nil, 0, fmt.Errorf("edge: ship: open stream to %s: %w", s.cfg.Primary, err)
 	}
 	hello := &longhaulv1.Hello{EdgeId: s.cfg.EdgeID, Region: s.cfg.Region}
+	sent := time.Now()
 	if err := stream.Send(&longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Hello{Hello: hello}}); err != nil && !errors.Is(err, io.EOF) {
 		return nil, 0, fmt.Errorf("edge: ship: hello: %w", err)
 	} // on io.EOF, Recv says why
@@ -436,6 +503,8 @@ func (s *Shipper) handshake(ctx context.Context, cc *grpc.ClientConn) (longhaulv
 	if w == nil {
 		return nil, 0, fmt.Errorf("edge: ship: the primary answered the hello with %T, not a welcome", m.Kind)
 	}
+	// The first measure of the link, for the steering until acks come.
+	s.lastShip.Store(int64(time.Since(sent)))
 	return stream, w.AppliedSeq, nil
 }
 
@@ -473,9 +542,13 @@ type shipStream struct {
 	acked   atomic.Bool
 
 	// Sender only: the next sequence to read, and records read but left
-	// for the next batch.
-	next  uint64
-	carry []wal.Record
+	// for the next batch; the steering last computed, and when; whether
+	// the WAL has failed (it takes no more records: ship what there is).
+	next      uint64
+	carry     []wal.Record
+	steered   steering
+	steeredAt time.Time
+	walFailed bool
 }
 
 // flight is a batch sent and not yet acknowledged.
@@ -489,6 +562,42 @@ type flight struct {
 	completions int
 	bad         []uint64 // sequences of records that did not decode
 	badErr      error    // the first one's error
+	// waits are its records' queue waits (append to send), in runs of
+	// records whose waits fall in one meter bucket, each run with the
+	// longest of its waits: records are in append order, so a batch has at
+	// most one run per bucket however many records it holds, and each
+	// record's end-to-end latency at the ack is its wait plus the round
+	// trip, within a bucket's width (about 9 %), never less.
+	waits []waitRun
+}
+
+type waitRun struct {
+	d time.Duration
+	n uint64
+}
+
+// queueWaits returns the runs of recs' waits from their append to sent.
+func queueWaits(recs []wal.Record, sent time.Time) []waitRun {
+	var runs []waitRun
+	var prevAt time.Time
+	prevBucket := -1
+	for _, r := range recs {
+		if len(runs) > 0 && r.AppendedAt.Equal(prevAt) {
+			runs[len(runs)-1].n++
+			continue
+		}
+		prevAt = r.AppendedAt
+		d := max(sent.Sub(r.AppendedAt), 0)
+		b := meterBucket(d)
+		if b == prevBucket {
+			runs[len(runs)-1].n++
+			runs[len(runs)-1].d = max(runs[len(runs)-1].d, d)
+			continue
+		}
+		prevBucket = b
+		runs = append(runs, waitRun{d: d, n: 1})
+	}
+	return runs
 }
 
 // send sends batches while the window allows, until the stream fails.
@@ -513,29 +622,101 @@ func (st *shipStream) send(ctx context.Context) error {
 		limit = min(2*limit, s.cfg.MaxBatchBytes)
 		b, f := s.build(recs)
 		req := &longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Batch{Batch: b}}
+		payload := 0
+		for _, r := range recs {
+			payload += len(r.Payload)
+		}
+		f.sent = time.Now()
+		f.waits = queueWaits(recs, f.sent)
 		st.flights <- f // never blocks: the window token was taken
 		n := len(st.flights)
 		s.m.inFlight.Set(float64(n))
-		f.sent = time.Now()
+		s.mu.Lock()
+		s.inFlight = append(s.inFlight, f.sent)
+		s.mu.Unlock()
 		if err := st.stream.Send(req); err != nil {
 			return err
 		}
 		s.m.batchesSent.Inc()
 		s.m.recordsSent.Add(float64(f.records))
+		s.m.batchRecords.Observe(float64(f.records))
+		s.m.batchBytes.Observe(float64(payload))
 		s.mu.Lock()
 		s.stats.BatchesSent++
 		s.stats.RecordsSent += uint64(f.records)
 		s.stats.SentSeq = f.last
 		s.stats.InFlight = n
 		s.stats.PeakInFlight = max(s.stats.PeakInFlight, n)
+		s.stats.LastBatchRecords, s.stats.LastBatchBytes = f.records, payload
 		s.mu.Unlock()
 	}
 }
 
+// steering is how long the oldest record of a batch that is not full may
+// wait, and why.
+type steering struct {
+	// mode is "budget", "fixed" or "max_age" (see BatchReport.Mode).
+	mode string
+	// wait is how long the oldest record may wait, limit its cap.
+	wait, limit time.Duration
+	// ship is the expected p99 of a batch's send to ack, apply included.
+	ship time.Duration
+}
+
+// steer returns the steering at now (see ShipperConfig.Budget).
+func (s *Shipper) steer(now time.Time) steering {
+	rt, n := s.stages.m[stageRoundTrip].window(now, 0.99)
+	ap, _ := s.stages.m[stageApply].window(now, 0.99)
+	g := steering{limit: s.cfg.MaxBatchAge, ship: rt[0] + ap[0]}
+	if n == 0 {
+		// Nothing measured in the window (a new stream, or an idle edge):
+		// until acks say otherwise, a batch takes its budgeted shares.
+		b := s.cfg.Budget
+		g.ship = max(time.Duration(s.lastShip.Load()), share(b.VisibleP99, b.Shares.RoundTrip+b.Shares.Apply))
+	}
+	s.mu.Lock()
+	if len(s.inFlight) > 0 {
+		g.ship = max(g.ship, now.Sub(s.inFlight[0]))
+	}
+	s.mu.Unlock()
+	switch b := s.cfg.Budget; {
+	case s.cfg.FixedInterval > 0:
+		g.mode, g.wait, g.limit = "fixed", s.cfg.FixedInterval, s.cfg.FixedInterval
+	case b.VisibleP99 > 0:
+		g.mode, g.wait = "budget", steerWait(b.VisibleP99, g.ship, b.Margin, s.cfg.MaxBatchAge)
+	default:
+		g.mode, g.wait = "max_age", s.cfg.MaxBatchAge
+	}
+	return g
+}
+
+// steerEvery is how often the sender recomputes the steering while it
+// waits for records: often enough to follow a link slowing down (seen in
+// the age of the oldest batch in flight) within a few percent of a budget.
+const steerEvery = 10 * time.Millisecond
+
+// deadline is when a batch whose oldest record was appended at must be
+// sent.
+func (st *shipStream) deadline(at, now time.Time) time.Time {
+	s := st.s
+	if now.Sub(st.steeredAt) >= steerEvery || st.steeredAt.IsZero() {
+		st.steered, st.steeredAt = s.steer(now), now
+		s.m.targetWait.Set(st.steered.wait.Seconds())
+		s.m.expectedShip.Set(st.steered.ship.Seconds())
+		s.mu.Lock()
+		s.stats.TargetWait = st.steered.wait
+		s.mu.Unlock()
+	}
+	if iv := s.cfg.FixedInterval; iv > 0 {
+		return at.Truncate(iv).Add(iv)
+	}
+	return at.Add(st.steered.wait)
+}
+
 // collect returns the records of the next batch: as many as are in the WAL
 // from st.next, up to MaxBatchRecords and maxBytes of payload; when the WAL
-// has no more, it waits for more until the oldest record is MaxBatchAge
-// old.
+// has no more, it waits for more until the oldest record has waited as long
+// as the steering allows (see deadline), recomputing it meanwhile.
 func (st *shipStream) collect(ctx context.Context, maxBytes int) ([]wal.Record, error) {
 	s := st.s
 	maxRecs := s.cfg.MaxBatchRecords
@@ -548,21 +729,22 @@ func (st *shipStream) collect(ctx context.Context, maxBytes int) ([]wal.Record, 
 				return nil, fmt.Errorf("edge: ship: read the WAL: %w", err)
 			}
 			if len(got) == 0 {
-				var deadline time.Time
+				var wake time.Time
 				if len(recs) > 0 {
-					deadline = recs[0].AppendedAt.Add(s.cfg.MaxBatchAge)
-					if !time.Now().Before(deadline) {
+					now := time.Now()
+					deadline := st.deadline(recs[0].AppendedAt, now)
+					if st.walFailed || !now.Before(deadline) {
 						return recs, nil
 					}
+					wake = deadline
+					if recheck := now.Add(steerEvery); s.cfg.FixedInterval == 0 && s.cfg.Budget.VisibleP99 > 0 && recheck.Before(deadline) {
+						wake = recheck
+					}
 				}
-				more, err := st.wait(ctx, deadline)
-				if err != nil {
+				if _, err := st.wait(ctx, wake); err != nil {
 					return nil, err
 				}
-				if !more {
-					return recs, nil
-				}
-				continue
+				continue // more records, the deadline, or a new steering
 			}
 			if got[0].Seq != st.next {
 				// Only a truncation past the primary's ledger does this,
@@ -608,6 +790,7 @@ func (st *shipStream) wait(ctx context.Context, deadline time.Time) (bool, error
 		// The WAL takes no more appends until it is reopened, but what
 		// it holds is readable: ship it, then idle, acks still coming.
 		if !deadline.IsZero() {
+			st.walFailed = true
 			return false, nil
 		}
 		<-ctx.Done()
@@ -719,11 +902,21 @@ func (st *shipStream) receive(ctx context.Context) error {
 // up to the primary's applied sequence.
 func (s *Shipper) acked(ctx context.Context, ack *longhaulv1.Ack, f *flight, now time.Time) {
 	applied := ack.Status == longhaulv1.Ack_APPLIED
-	s.m.roundTrip.Observe(now.Sub(f.sent).Seconds())
+	rt := now.Sub(f.sent)
+	s.m.roundTrip.Observe(rt.Seconds())
 	s.m.endToEnd.Observe(now.Sub(f.oldest).Seconds())
+	var apply time.Duration
 	if ack.ApplyTime != nil {
-		s.m.applyTime.Observe(ack.ApplyTime.AsDuration().Seconds())
+		apply = ack.ApplyTime.AsDuration()
+		s.m.applyTime.Observe(apply.Seconds())
+		s.stages.observe(stageApply, apply, 1)
 	}
+	s.stages.observe(stageRoundTrip, max(rt-apply, 0), 1)
+	for _, w := range f.waits {
+		s.stages.observe(stageQueueWait, w.d, w.n)
+		s.stages.observe(stageEndToEnd, w.d+rt, w.n)
+	}
+	s.lastShip.Store(int64(rt))
 	s.m.appliedSeq.Set(float64(ack.AppliedSeq))
 	if applied {
 		s.m.recordsApplied.Add(float64(f.records))
@@ -733,6 +926,9 @@ func (s *Shipper) acked(ctx context.Context, ack *longhaulv1.Ack, f *flight, now
 		s.m.badRecords.Add(float64(len(f.bad)))
 	}
 	s.mu.Lock()
+	if len(s.inFlight) > 0 {
+		s.inFlight = s.inFlight[1:]
+	}
 	s.stats.AppliedSeq = max(s.stats.AppliedSeq, ack.AppliedSeq)
 	s.stats.InFlight = max(s.stats.InFlight-1, 0)
 	if applied {
@@ -800,7 +996,9 @@ type shipMetrics struct {
 	recordsApplied, insightsIn, insightsOut, coalesced prometheus.Counter
 	badRecords, reconnects                             prometheus.Counter
 	roundTrip, applyTime, endToEnd                     prometheus.Histogram
+	batchRecords, batchBytes                           prometheus.Histogram
 	inFlight, connected, appliedSeq, ledgerMismatch    prometheus.Gauge
+	targetWait, expectedShip                           prometheus.Gauge
 	all                                                []prometheus.Collector
 }
 
@@ -835,10 +1033,17 @@ func newShipMetrics(s *Shipper) *shipMetrics {
 		connected:      gauge("connected", "1 while a shipping stream is up."),
 		appliedSeq:     gauge("applied_seq", "The primary's applied sequence for this edge, as last heard."),
 		ledgerMismatch: gauge("ledger_mismatch", "1 when shipping stopped because the primary's ledger does not match the WAL."),
+		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "longhaul_edge_ship_batch_records",
+			Help: "WAL records per batch sent.", Buckets: prometheus.ExponentialBuckets(1, 2, 18)}),
+		batchBytes: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "longhaul_edge_ship_batch_bytes",
+			Help: "WAL payload bytes per batch sent (before coalescing and compression).", Buckets: prometheus.ExponentialBuckets(256, 2, 20)}),
+		targetWait:   gauge("target_wait_seconds", "How long the oldest record of a batch that is not full may wait before the batch is sent, as the shipper last decided (budget, fixed interval or max age)."),
+		expectedShip: gauge("expected_round_trip_seconds", "The p99 of a batch's send to ack, apply included, the budget's steering expects."),
 	}
 	m.all = []prometheus.Collector{m.batchesSent, m.recordsSent, m.payloadBytes, m.wireBytes, m.acks,
 		m.recordsApplied, m.insightsIn, m.insightsOut, m.coalesced, m.badRecords, m.reconnects,
-		m.roundTrip, m.applyTime, m.endToEnd, m.inFlight, m.connected, m.appliedSeq, m.ledgerMismatch}
+		m.roundTrip, m.applyTime, m.endToEnd, m.inFlight, m.connected, m.appliedSeq, m.ledgerMismatch,
+		m.batchRecords, m.batchBytes, m.targetWait, m.expectedShip}
 	// The backlog (records, bytes, oldest age) is the WAL's state: the edge
 	// exports it as longhaul_edge_wal_*.
 	return m

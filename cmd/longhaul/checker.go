@@ -15,6 +15,7 @@ import (
 	"github.com/longhaul/longhaul/internal/kafka"
 	"github.com/longhaul/longhaul/internal/serve"
 	"github.com/longhaul/longhaul/pushclient"
+	"github.com/longhaul/longhaul/topology"
 )
 
 func runChecker(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -25,12 +26,14 @@ func runChecker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		logs                   logFlags
 		lane, names            string
 		brokers, edges, listen string
+		region                 string
 		opts                   checks.Options
 	)
 	fs.StringVar(&lane, "lane", "fast", "the lane to consume: fast or slow")
 	fs.StringVar(&names, "checks", checks.NameSynthetic, "comma-separated checks to run: "+strings.Join(checks.BuiltinNames(), ", "))
 	fs.StringVar(&brokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka brokers")
-	fs.StringVar(&edges, "edge", "127.0.0.1:7300", "comma-separated edges' gRPC addresses, nearest first")
+	fs.StringVar(&edges, "edge", "127.0.0.1:7300", "comma-separated edges' gRPC addresses, nearest first (with --region: seeds to learn the cluster's edges from)")
+	fs.StringVar(&region, "region", "", "the checker's region: push to its healthy edges, else the nearest other region's, as the edges' gossip says (GET /v1/topology); empty: the --edge list in order")
 	fs.StringVar(&cfg.Group, "group", "", "consumer group (default longhaul.checker.<lane>.<checks>)")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", checker.DefaultMaxInFlight, "jobs polled and not yet committed; a crash redoes at most this many")
 	fs.DurationVar(&cfg.FastBudget, "fast-budget", checker.DefaultFastBudget, "fast lane: a scan taking longer is handed to the slow lane")
@@ -64,7 +67,16 @@ func runChecker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return errors.New("--edge: required")
 	}
 	reg := serve.NewRegistry()
-	pc, err := pushclient.New(pushclient.Config{Edges: splitList(edges), Logger: log, Metrics: reg})
+	pcfg := pushclient.Config{Edges: splitList(edges), Logger: log, Metrics: reg}
+	if region != "" {
+		picker, err := topology.NewPicker(topology.PickerConfig{Region: region, Seeds: pcfg.Edges, Logger: log})
+		if err != nil {
+			return fmt.Errorf("--region: %w", err)
+		}
+		defer picker.Close()
+		pcfg.Picker = picker
+	}
+	pc, err := pushclient.New(pcfg)
 	if err != nil {
 		return err
 	}

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"time"
 
 	"github.com/longhaul/longhaul/edge"
+	"github.com/longhaul/longhaul/topology"
 	"github.com/longhaul/longhaul/wal"
 )
 
@@ -14,24 +17,31 @@ func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("longhaul edge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		cfg   edge.Config
-		logs  logFlags
-		quota int64
+		cfg                 edge.Config
+		logs                logFlags
+		quota               int64
+		join, gossipProfile string
 	)
 	fs.StringVar(&cfg.Region, "region", "", "the edge's region (required)")
 	fs.StringVar(&cfg.NodeID, "node-id", "", "the edge's name within its region (required; the primary's ledger keys on region/node-id)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory of the write-ahead log (required; keep it across restarts)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7300", "gRPC address checkers push to")
-	fs.StringVar(&cfg.HTTPListen, "http-listen", "127.0.0.1:7301", "HTTP address: /v1/insights:push, /v1/scans:complete, /healthz, /readyz, /metrics")
+	fs.StringVar(&cfg.HTTPListen, "http-listen", "127.0.0.1:7301", "HTTP address: /v1/insights:push, /v1/scans:complete, /v1/topology, /v1/budget, /healthz, /readyz, /metrics")
 	fs.StringVar(&cfg.Primary, "primary", "127.0.0.1:7400", "the primary's gRPC address")
 	fs.Int64Var(&quota, "wal-quota-bytes", wal.DefaultQuotaBytes, "bytes of unshipped insights the WAL may hold; beyond it pushes get 429 / RESOURCE_EXHAUSTED")
 	fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", 64<<20, "largest gRPC message or HTTP body accepted")
 	fs.IntVar(&cfg.Limits.MaxInsightsPerRequest, "max-insights-per-request", edge.DefaultMaxInsightsPerRequest, "insights one request may hold")
 	fs.DurationVar(&cfg.Limits.MaxClockSkew, "max-clock-skew", edge.DefaultMaxClockSkew, "how far in the future observed_at may be")
 	fs.IntVar(&cfg.Shipper.MaxBatchBytes, "batch-bytes", 0, "ship a batch once it holds this many bytes (0: the default, 4 MiB)")
-	fs.DurationVar(&cfg.Shipper.MaxBatchAge, "batch-age", 0, "ship a batch once its oldest insight waited this long (0: the default)")
+	fs.DurationVar(&cfg.Shipper.MaxBatchAge, "batch-age", 0, "longest the oldest insight of a batch may wait; the visible budget may make it shorter, never longer (0: the default, 250ms; up to --budget-visible-p99 lets the budget alone size batches)")
 	fs.IntVar(&cfg.Shipper.MaxInFlight, "max-in-flight", 0, "batches sent to the primary and not yet acknowledged (0: the default)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long pushes under way may take to finish")
+	fs.StringVar(&cfg.Gossip.BindAddr, "gossip-listen", "", "gossip address (UDP and TCP, ip:port) to join the cluster of edges on; empty: no gossip, GET /v1/topology lists this edge alone")
+	fs.StringVar(&cfg.Gossip.AdvertiseAddr, "gossip-advertise", "", "gossip address the other edges reach this one on, ip or ip:port (default: --gossip-listen's, or a private address when that is 0.0.0.0)")
+	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of edges to join through (retried in the background while none answers)")
+	fs.StringVar(&gossipProfile, "gossip-profile", string(topology.ProfileWAN), "gossip timings: wan (regions far apart), lan (one data center) or local (tests)")
+	var budget budgetFlags
+	budget.register(fs, &cfg.Shipper)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -41,6 +51,15 @@ func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger, cfg.QuotaBytes = log, quota
+	if cfg.Budget, err = budget.budget(fs, cfg.Region); err != nil {
+		return err
+	}
+	if cfg.Gossip.Profile, err = topology.ParseProfile(gossipProfile); err != nil {
+		return fmt.Errorf("--gossip-profile: %w", err)
+	}
+	if cfg.Gossip.Join = splitList(join); len(cfg.Gossip.Join) > 0 && cfg.Gossip.BindAddr == "" {
+		return errors.New("--join: needs --gossip-listen")
+	}
 	svc, err := edge.Start(ctx, cfg)
 	if err != nil {
 		return err
