@@ -15,6 +15,7 @@ import (
 
 var benchCommands = []command{
 	{"pipeline", "the lanes benchmark: sequential consumer, batch-parallel, batch-parallel with lanes", runBenchPipeline},
+	{"writepath", "the write path from a remote region: per-row INSERTs, the seed's UNNEST/COPY across the link, longhaul", runBenchWritepath},
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {

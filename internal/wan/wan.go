@@ -16,6 +16,14 @@
 // test's goroutine. The proxy is stopped, and its connections closed, when
 // the test ends; toxiproxy's logging is discarded.
 //
+// Outside a test (a benchmark command), Open makes the same link and Close
+// stops it:
+//
+//	link, err := wan.Open(upstream)
+//	…
+//	defer link.Close()
+//	link.SetRTT(80 * time.Millisecond)
+//
 // Toxiproxy leaves a connection's goroutines blocked for good when the
 // connection closes with data still in its toxics (the goroutine that wrote
 // to the closed side is gone, the toxics wait to hand it their chunks). A
@@ -72,6 +80,31 @@ func New(t testing.TB, upstream string) *Link {
 	t.Cleanup(p.Stop)
 	return &Link{t: t, proxy: p}
 }
+
+// Open starts a proxy on 127.0.0.1 (a free port) to upstream for a caller
+// that is not a test; Close stops it. The methods of such a link panic
+// where those of a test's link fail the test: adding a toxic fails only on
+// a bug (toxics are replaced, never stacked), restarting the proxy
+// (Enable, ResetPeer) only when another process took its port meanwhile.
+func Open(upstream string) (*Link, error) {
+	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	p := toxiproxy.NewProxy(server, "wan", "127.0.0.1:0", upstream)
+	if err := p.Start(); err != nil {
+		return nil, fmt.Errorf("wan: start proxy to %s: %w", upstream, err)
+	}
+	return &Link{t: notTest{}, proxy: p}, nil
+}
+
+// notTest stands in for the test of a link from Open: a Link calls only
+// Helper and Fatalf on its t.
+type notTest struct{ testing.TB }
+
+func (notTest) Helper()                           {}
+func (notTest) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
+// Close stops the proxy and closes the connections through it. Safe to call
+// twice; a test's link (New) is closed when the test ends.
+func (l *Link) Close() { l.proxy.Stop() }
 
 // Addr is the address to dial instead of the upstream's.
 func (l *Link) Addr() string {

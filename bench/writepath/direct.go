@@ -1,0 +1,56 @@
+package writepath
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
+	"github.com/longhaul/longhaul/primary"
+)
+
+// direct is the seed's fix: each scan's insights in one call, UNNEST below
+// the threshold and COPY from it (primary.WriteDirect), straight across the
+// link from a pool of Pool connections shared by the checkers. A call is
+// committed when it returns, so the last row is visible when the last call
+// returns.
+func (r *runner) direct(ctx context.Context) (*Strategy, error) {
+	schema, schemaURL, err := r.srv.newSchema(ctx, Direct)
+	if err != nil {
+		return nil, err
+	}
+	defer r.srv.dropSchema(ctx, schema)
+	pool, link, err := linkedPool(ctx, schemaURL, r.cfg.RTT, r.cfg.Pool, r.srv.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer link.Close()
+	defer pool.Close()
+
+	rows := make([][]*longhaulv1.BatchInsight, len(r.scans))
+	for i, s := range r.scans {
+		rows[i] = batchRows(s, r.cfg, r.observed)
+	}
+	r.progress.start("direct: writing across the link", int(r.cfg.Rows()))
+	calls, err := runCheckers(ctx, time.Now(), r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) error {
+		conn, err := pool.Acquire(ctx) // the wait for a connection counts
+		if err != nil {
+			return err
+		}
+		defer conn.Release()
+		if err := primary.WriteDirect(ctx, conn.Conn(), rows[i], r.cfg.CopyThreshold); err != nil {
+			return fmt.Errorf("scan %s: %w", r.scans[i].id, err)
+		}
+		rows[i] = nil // written: the services in this process need not carry it through their GCs
+		return nil
+	}, r.progress.add)
+	if err != nil {
+		return nil, err
+	}
+	st := &Strategy{}
+	figures(st, calls, lastEnd(calls))
+	if st.RowsWritten, err = r.srv.count(ctx, schema); err != nil {
+		return nil, err
+	}
+	return st, nil
+}

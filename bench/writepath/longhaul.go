@@ -1,0 +1,153 @@
+package writepath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
+	"github.com/longhaul/longhaul/edge"
+	"github.com/longhaul/longhaul/internal/wan"
+	"github.com/longhaul/longhaul/primary"
+	"github.com/longhaul/longhaul/pushclient"
+)
+
+// Visibility polling: how often count(*) is asked, and how long the count
+// may stay the same before the run gives up on the rows still missing.
+const (
+	pollInterval = 20 * time.Millisecond
+	stallTimeout = 2 * time.Minute
+)
+
+// longhaul is longhaul: the checkers push each scan with a push client
+// (one Push per scan, as a checker does: PushStream, in streams of 50,000
+// insights) to an edge beside them, which acknowledges once the insights
+// are in its WAL and ships them across the link to the primary beside
+// PostgreSQL, whose pool has Pool connections. The rows are visible when
+// count(*) on the insights table says so.
+func (r *runner) longhaul(ctx context.Context) (*Strategy, error) {
+	ins := make([][]*longhaulv1.Insight, len(r.scans))
+	for i, s := range r.scans {
+		var err error
+		if ins[i], err = insights(batchRows(s, r.cfg, r.observed)); err != nil {
+			return nil, err
+		}
+	}
+
+	schema, schemaURL, err := r.srv.newSchema(ctx, Longhaul)
+	if err != nil {
+		return nil, err
+	}
+	defer r.srv.dropSchema(ctx, schema)
+	prim, err := primary.Start(ctx, primary.Config{DatabaseURL: schemaURL, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		MaxConns: int32(r.cfg.Pool), Applier: primary.ApplierConfig{CopyThreshold: r.cfg.CopyThreshold}, Logger: r.log})
+	if err != nil {
+		return nil, err
+	}
+	defer stop(ctx, prim.Stop)
+	link, err := wan.Open(prim.Addr())
+	if err != nil {
+		return nil, err
+	}
+	defer link.Close()
+	link.SetRTT(r.cfg.RTT)
+	dir, err := os.MkdirTemp("", "longhaul-writepath-")
+	if err != nil {
+		return nil, fmt.Errorf("edge data directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	e, err := edge.Start(ctx, edge.Config{Region: "bench", NodeID: "edge-1", DataDir: dir,
+		Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Primary: link.Addr(), Logger: r.log})
+	if err != nil {
+		return nil, err
+	}
+	defer stop(ctx, e.Stop)
+	if err := shipping(ctx, e); err != nil {
+		return nil, err
+	}
+	client, err := pushclient.New(pushclient.Config{Edges: []string{e.Addr()}, Logger: r.log})
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+
+	r.progress.start("longhaul: pushing to the edge", int(r.cfg.Rows()))
+	t0 := time.Now()
+	calls, err := runCheckers(ctx, t0, r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) error {
+		if _, err := client.Push(ctx, ins[i]); err != nil {
+			return fmt.Errorf("scan %s: %w", r.scans[i].id, err)
+		}
+		ins[i] = nil // pushed: the edge and the primary in this process need not carry it through their GCs
+		return nil
+	}, r.progress.add)
+	if err != nil {
+		return nil, err
+	}
+	r.progress.start("longhaul: visible in PostgreSQL", int(r.cfg.Rows()))
+	visible, n, err := r.visible(ctx, schema, t0)
+	if err != nil {
+		return nil, err
+	}
+	st := &Strategy{RowsWritten: n}
+	figures(st, calls, visible)
+	return st, nil
+}
+
+// visible polls count(*) on a schema's insights until it holds every row,
+// and returns when the query that saw them all was sent, since t0 (its
+// snapshot is no later), and the count.
+func (r *runner) visible(ctx context.Context, schema string, t0 time.Time) (time.Duration, int64, error) {
+	want := r.cfg.Rows()
+	var last int64 = -1
+	lastChange := time.Now()
+	for {
+		asked := time.Since(t0)
+		n, err := r.srv.count(ctx, schema)
+		if err != nil {
+			return 0, 0, err
+		}
+		r.progress.set(int(n))
+		if n >= want {
+			return asked, n, nil
+		}
+		if n != last {
+			last, lastChange = n, time.Now()
+		} else if time.Since(lastChange) > stallTimeout {
+			var dead int64
+			_ = r.srv.admin.QueryRow(ctx, "SELECT count(*) FROM "+schema+".dead_letters").Scan(&dead)
+			return 0, 0, fmt.Errorf("%d of %d rows visible, none more for %s (%d dead letters)", n, want, stallTimeout, dead)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// shipping waits until the edge's stream to the primary is up, so that the
+// clock does not count connecting across the link.
+func shipping(ctx context.Context, e *edge.Service) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for !e.Shipper().Stats().Connected {
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return errors.New("the edge did not connect to the primary within 30s")
+			}
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// stop stops a service, even once ctx has ended.
+func stop(ctx context.Context, f func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_ = f(ctx)
+}

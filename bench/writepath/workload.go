@@ -1,0 +1,69 @@
+package writepath
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
+	"github.com/longhaul/longhaul/primary"
+)
+
+// scan is one scan of the workload: n insights with the keys numbered from
+// offset, so that the scans of a workload never share a key and every
+// strategy has exactly Config.Rows rows to make visible.
+type scan struct {
+	id     string
+	offset int
+	n      int
+	big    bool
+}
+
+// schedule lays the workload out in the order the checkers take it: the big
+// scans spread evenly through the small ones, the first scan a big one.
+func schedule(c Config) []scan {
+	total := c.Scans + c.BigScans
+	out := make([]scan, 0, total)
+	offset, big := 0, 0
+	for i := range total {
+		s := scan{id: fmt.Sprintf("writepath-%06d", i), offset: offset, n: c.PerScan}
+		// Scan i is big when it is the next big scan's turn: big scan j goes
+		// at position ⌊j·total/BigScans⌋.
+		if big < c.BigScans && i >= big*total/c.BigScans {
+			s.n, s.big = c.Insights, true
+			big++
+		}
+		offset += s.n
+		out = append(out, s)
+	}
+	return out
+}
+
+// batchRows are a scan's insights as the seed's API wrote them.
+func batchRows(s scan, c Config, observed time.Time) []*longhaulv1.BatchInsight {
+	return primary.Synthetic(s.n, s.offset, c.DetailsBytes, observed, s.id)
+}
+
+// insights are the same insights as a checker pushes them to an edge.
+func insights(rows []*longhaulv1.BatchInsight) ([]*longhaulv1.Insight, error) {
+	out := make([]*longhaulv1.Insight, len(rows))
+	for i, r := range rows {
+		var m map[string]any
+		if err := json.Unmarshal(r.Details, &m); err != nil {
+			return nil, fmt.Errorf("writepath: details of insight %d: %w", i, err)
+		}
+		details, err := structpb.NewStruct(m)
+		if err != nil {
+			return nil, fmt.Errorf("writepath: details of insight %d: %w", i, err)
+		}
+		out[i] = &longhaulv1.Insight{
+			AccountId: r.AccountId, Asset: r.Asset, Kind: r.Kind, Subject: r.Subject, Severity: r.Severity,
+			Details: details, ObservedAt: timestamppb.New(time.UnixMicro(r.ObservedAtUnixMicros)),
+			ScanId: r.ScanId, Checker: r.Checker,
+		}
+	}
+	return out, nil
+}
