@@ -29,6 +29,21 @@ const (
 	// details at all) and would be refused again.
 	ReasonWALFull = "WAL_FULL"
 
+	// ReasonRateLimited: RESOURCE_EXHAUSTED because the client (its token
+	// name, certificate subject, or address) pushed more insights than its
+	// rate allows (Access.ClientRate), with a google.rpc.RetryInfo: when
+	// its bucket holds enough again. The edge is healthy: the same client
+	// should wait the hint and send again, to this edge or another.
+	ReasonRateLimited = "RATE_LIMITED"
+
+	// ReasonAccountNotPermitted: PERMISSION_DENIED because the client's
+	// token is scoped to accounts (accounts= in the tokens file) and the
+	// request writes another. The ErrorInfo's metadata names the field
+	// (MetaField, "insights[3].account_id" or "completion.account_id", as a
+	// BadRequest would) and the account (MetaAccountID). Nothing of the
+	// request was written.
+	ReasonAccountNotPermitted = "ACCOUNT_NOT_PERMITTED"
+
 	// ReasonPartiallyAccepted is the reason of a PushStream error that has
 	// no reason of its own (bad input, a WAL that cannot write) once some
 	// of the stream was accepted. The code and the other details are the
@@ -51,6 +66,11 @@ const (
 	MetaAccepted = "accepted"
 	MetaFirstSeq = "first_seq"
 	MetaLastSeq  = "last_seq"
+
+	// MetaField and MetaAccountID are the metadata keys of an
+	// ACCOUNT_NOT_PERMITTED ErrorInfo.
+	MetaField     = "field"
+	MetaAccountID = "account_id"
 )
 
 // errWALFull is the answer to a push the WAL has no room for.

@@ -33,6 +33,10 @@ type Server struct {
 	// stages receives the validation, wal_sync and ack measurements for
 	// the budget; nil when the server runs without an edge.
 	stages *stageSet
+	// access holds the per-client rate limit and is what authenticated
+	// the requests (Service.Start sets it, see secure); nil: no limit, and
+	// every client may write every account.
+	access *access
 
 	// closing refuses new pushes during shutdown; pushes holds those
 	// under way, so shutdown can wait for them.
@@ -46,6 +50,7 @@ type serverMetrics struct {
 	insights   prometheus.Counter       // accepted
 	invalid    prometheus.Counter       // requests refused as invalid
 	full       prometheus.Counter       // requests refused: WAL full
+	refused    *prometheus.CounterVec   // requests refused for who sent them, by reason
 	validation prometheus.Histogram     // seconds per request
 	walSync    prometheus.Histogram     // seconds per append (fsync included)
 	ack        *prometheus.HistogramVec // seconds from request to answer, by method
@@ -62,6 +67,9 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 			Help: "Requests refused as invalid (nothing written)."}),
 		full: prometheus.NewCounter(prometheus.CounterOpts{Name: "longhaul_edge_requests_full_total",
 			Help: "Requests refused because the WAL reached its quota."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "longhaul_edge_requests_refused_total",
+			Help: "Ingest requests refused for who sent them (nothing written), by reason: unauthenticated, permission_denied " +
+				"(a token scoped to other accounts), rate_limited (the client is over its rate of insights)."}, []string{"reason"}),
 		validation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "longhaul_edge_validation_seconds",
 			Help: "Time to validate one request.", Buckets: buckets}),
 		walSync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "longhaul_edge_wal_append_seconds",
@@ -70,7 +78,10 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 			Help: "Time from a request's arrival to its acknowledgement.", Buckets: buckets}, []string{"method"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.insights, m.invalid, m.full, m.validation, m.walSync, m.ack} {
+		for _, r := range []string{refusedUnauthenticated, refusedPermissionDenied, refusedRateLimited} {
+			m.refused.WithLabelValues(r)
+		}
+		for _, c := range []prometheus.Collector{m.requests, m.insights, m.invalid, m.full, m.refused, m.validation, m.walSync, m.ack} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -196,6 +207,9 @@ func (s *Server) completeScan(ctx context.Context, req *longhaulv1.CompleteScanR
 		return nil, errShuttingDown
 	}
 	defer s.pushes.Done()
+	if err := s.admit(ctx, 1); err != nil {
+		return nil, err
+	}
 	if req.Completion == nil {
 		s.metrics.invalid.Inc()
 		return nil, (&FieldError{Index: -1, Field: "completion", Reason: "is required"}).GRPCStatus().Err()
@@ -203,6 +217,9 @@ func (s *Server) completeScan(ctx context.Context, req *longhaulv1.CompleteScanR
 	c, err := ValidateCompletion(s.now(), s.limits, req.Completion)
 	if err != nil {
 		s.metrics.invalid.Inc()
+		return nil, err
+	}
+	if err := s.permitted(ctx, 1, func(int) string { return c.GetAccountId() }, func(int) string { return "completion.account_id" }); err != nil {
 		return nil, err
 	}
 	payload, err := EncodeCompletion(c)
@@ -216,8 +233,13 @@ func (s *Server) completeScan(ctx context.Context, req *longhaulv1.CompleteScanR
 	return &longhaulv1.CompleteScanResponse{Seq: last}, nil
 }
 
-// accept validates insights and appends them to the WAL as one group.
+// accept takes insights out of the client's rate, validates them, checks
+// the client may write their accounts, and appends them to the WAL as one
+// group.
 func (s *Server) accept(ctx context.Context, ins []*longhaulv1.Insight) (first, last uint64, err error) {
+	if err := s.admit(ctx, len(ins)); err != nil {
+		return 0, 0, err
+	}
 	t := time.Now()
 	valid, err := ValidateInsights(s.now(), s.limits, ins)
 	took := time.Since(t)
@@ -225,6 +247,10 @@ func (s *Server) accept(ctx context.Context, ins []*longhaulv1.Insight) (first, 
 	s.stages.observe(stageValidation, took, 1)
 	if err != nil {
 		s.metrics.invalid.Inc()
+		return 0, 0, err
+	}
+	if err := s.permitted(ctx, len(ins), func(i int) string { return ins[i].GetAccountId() },
+		func(i int) string { return fmt.Sprintf("insights[%d].account_id", i) }); err != nil {
 		return 0, 0, err
 	}
 	payloads := make([][]byte, len(valid))

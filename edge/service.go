@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +16,6 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -47,6 +47,23 @@ type Config struct {
 	MaxRequestBytes int
 	// Limits bound what one request may hold; see Limits for defaults.
 	Limits Limits
+	// MaxStreamsPerConn bounds the concurrent gRPC calls (streams) of one
+	// connection; a client opening more waits (gRPC-Go), or has them
+	// refused (REFUSED_STREAM). Default 64.
+	MaxStreamsPerConn uint32
+	// TLS, when set, serves both listeners over TLS. With ClientAuth
+	// tls.RequireAndVerifyClientCert (--tls-client-ca) checkers need a
+	// certificate from that CA: the gRPC listener asks for it in the
+	// handshake, the HTTP one verifies it when presented and requires it
+	// on the Ingest routes (see access.go).
+	TLS *tls.Config
+	// PeerTLS is the client configuration the status page's cluster view
+	// (/v1/cluster) uses to ask the other edges, which serve TLS when this
+	// one does (their CA, and a client certificate if they require one).
+	PeerTLS *tls.Config
+	// Access configures checkers' bearer tokens and the push rate of each
+	// client; see Access for defaults.
+	Access Access
 	// Gossip joins the edge to the cluster of edges (package topology)
 	// when Gossip.BindAddr is set; without it the edge is a cluster of
 	// one. Region, NodeID, NodeName (the edge id), GRPCAddr, HTTPAddr (the
@@ -77,6 +94,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = 64 << 20
+	}
+	if c.MaxStreamsPerConn == 0 {
+		c.MaxStreamsPerConn = DefaultMaxStreamsPerConn
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
@@ -155,6 +175,9 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if s.server, err = newServer(s.wal, cfg.Limits, s.log, cfg.Registry, stages); err != nil {
 		return nil, err
 	}
+	if err := s.server.secure(cfg.Access, cfg.TLS, cfg.Registry); err != nil {
+		return nil, err
+	}
 	if err := registerWALMetrics(cfg.Registry, s.wal); err != nil {
 		return nil, err
 	}
@@ -175,6 +198,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("edge: listen %s: %w", cfg.HTTPListen, err)
 	}
+	s.httpLn = serve.HTTPListener(s.httpLn, cfg.TLS)
 	if err := s.startTopology(); err != nil {
 		return nil, err
 	}
@@ -183,7 +207,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	s.shipCancel, s.shipDone = cancel, make(chan error, 1)
 	go func() { s.shipDone <- s.shipper.Run(shipCtx) }()
 
-	s.grpc = serve.NewGRPC(grpc.MaxRecvMsgSize(cfg.MaxRequestBytes))
+	s.grpc = serve.NewGRPC(s.grpcOptions()...) // TLS, limits, authentication: see access.go
 	longhaulv1.RegisterIngestServer(s.grpc.Server, s.server)
 	longhaulv1.RegisterTopologyServer(s.grpc.Server, s.topo.server)
 	s.grpc.Serve(s.ln, longhaulv1.Ingest_ServiceDesc.ServiceName, longhaulv1.Topology_ServiceDesc.ServiceName)
@@ -213,8 +237,9 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 			return nil
 		},
 	})
-	mux.Handle("/v1/", limitBody(gw, int64(cfg.MaxRequestBytes)))
+	mux.Handle("/v1/", s.authHTTP(limitBody(gw, int64(cfg.MaxRequestBytes))))
 	mux.HandleFunc("GET /v1/budget", s.serveBudget)
+	s.registerUI(mux) // GET /, /ui (the status page), /v1/cluster: see ui.go
 	s.http = serve.StartHTTP(s.httpLn, mux, s.log)
 	s.log.Info("edge: serving", "grpc", s.ln.Addr().String(), "http", s.httpLn.Addr().String(), "primary", cfg.Primary)
 	ok = true

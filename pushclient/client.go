@@ -62,10 +62,14 @@ func New(cfg Config) (*Client, error) {
 	if c.picker == nil {
 		c.picker = NewOrderedPicker(cfg.Edges, cfg.EdgeCooldown)
 	}
-	c.dial = append([]grpc.DialOption{
+	c.dial = []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout, PermitWithoutStream: true}),
-	}, cfg.DialOptions...)
+	}
+	if cfg.Token != "" {
+		c.dial = append(c.dial, grpc.WithPerRPCCredentials(bearer{header: "Bearer " + cfg.Token, allowInsecure: cfg.AllowInsecureToken}))
+	}
+	c.dial = append(c.dial, cfg.DialOptions...)
 	return c, nil
 }
 
@@ -153,12 +157,19 @@ func (c *Client) retry(ctx context.Context, cl *call, attempt attemptFunc) (edge
 	var lastErr error
 	var lastEdge string
 	var lastCode codes.Code
+	var again string // the edge that asked this client to slow down: sent to again after its hint
 	for {
 		if err := c.alive(ctx); err != nil {
 			return "", false, c.gaveUp(cl, err, lastEdge, lastErr)
 		}
-		exclude, holdEnds := c.exclude(tried)
-		addr, ok := c.picker.Pick(exclude)
+		addr, ok := again, again != ""
+		again = ""
+		var exclude map[string]bool
+		var holdEnds time.Time
+		if !ok {
+			exclude, holdEnds = c.exclude(tried)
+			addr, ok = c.picker.Pick(exclude)
+		}
 		if !ok || exclude[addr] {
 			// Every edge was tried in this round, or is held by its hint.
 			wait := c.backoff(cl.rounds)
@@ -193,6 +204,25 @@ func (c *Client) retry(ctx context.Context, cl *call, attempt attemptFunc) (edge
 		// fault.
 		if aerr := c.alive(ctx); aerr != nil {
 			return "", false, c.gaveUp(cl, aerr, lastEdge, lastErr)
+		}
+		if rateLimited(err) {
+			// The edge is well: this client is over its rate there. Wait
+			// for the edge's hint and send to it again; another edge would
+			// take the load off the client's limit but not off the region.
+			lastErr, lastEdge, lastCode = err, addr, status.Code(err)
+			c.metrics.retries.WithLabelValues(cl.method, addr, lastCode.String()).Inc()
+			c.metrics.rateLimited.WithLabelValues(addr).Inc()
+			wait, ok := RetryDelay(err)
+			if !ok {
+				wait = c.cfg.MinBackoff
+			}
+			wait += rand.N(wait/8 + 1) // clients limited together do not come back together
+			c.log.Debug("pushclient: over the edge's rate for this client; waiting its hint", "method", cl.method, "edge", addr, "wait", wait)
+			if err := c.sleep(ctx, wait); err != nil {
+				return "", false, c.gaveUp(cl, err, lastEdge, lastErr)
+			}
+			again = addr
+			continue
 		}
 		if !retryable(err) {
 			return addr, true, err

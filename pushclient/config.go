@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,9 +37,20 @@ type Config struct {
 	// over Edges with EdgeCooldown.
 	Picker Picker
 	// DialOptions come after the client's own (insecure transport
-	// credentials, keepalive) and so override them: pass
+	// credentials, keepalive, the Token) and so override them: pass
 	// grpc.WithTransportCredentials for TLS.
 	DialOptions []grpc.DialOption
+	// Token, when set, is sent with every call as `authorization: Bearer
+	// Token` (edges started with --tokens require one). It goes only over
+	// TLS, or in plain text to a loopback address (127.0.0.0/8, ::1,
+	// localhost: it does not leave the machine); to any other address in
+	// plain text the call fails with Unauthenticated unless
+	// AllowInsecureToken. Default: none.
+	Token string
+	// AllowInsecureToken sends the Token in plain text to any address: for
+	// development networks only (containers on one host), where anyone on
+	// the path can read it.
+	AllowInsecureToken bool
 	// ChunkInsights is how many insights one PushRequest (one message of a
 	// stream) carries. It must not exceed the edge's MaxInsightsPerRequest
 	// (10000 by default). Default 1000.
@@ -134,6 +146,9 @@ func (c *Config) validate() error {
 		if f.d < 0 {
 			errs = append(errs, fmt.Errorf("pushclient: %s must not be negative, got %s", f.name, f.d))
 		}
+	}
+	if strings.ContainsAny(c.Token, " \t\r\n") {
+		errs = append(errs, errors.New("pushclient: Token must not contain spaces or line breaks"))
 	}
 	if c.KeepaliveTime < 10*time.Second {
 		errs = append(errs, fmt.Errorf("pushclient: KeepaliveTime must be at least 10s (gRPC's minimum), got %s", c.KeepaliveTime))

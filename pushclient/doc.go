@@ -29,10 +29,23 @@
 // exponential, MinBackoff..MaxBackoff) before the next round. Everything
 // else returns at once: InvalidArgument as an *InputError that names the
 // insight by its index in the slice given to Push, other codes as a
-// wrapped status error — among them ResourceExhausted without WAL_FULL,
-// gRPC's refusal of a message over the edge's size limit, which would be
-// refused again (lower ChunkInsights). When ctx ends, the call returns an
-// error wrapping ctx.Err().
+// wrapped status error — among them ResourceExhausted without WAL_FULL or
+// RATE_LIMITED, gRPC's refusal of a message over the edge's size limit,
+// which would be refused again (lower ChunkInsights). When ctx ends, the
+// call returns an error wrapping ctx.Err().
+//
+// An edge that refuses this client as over its rate of insights
+// (ResourceExhausted with reason RATE_LIMITED and a retry hint) is not
+// failing: the client waits for the hint (plus up to an eighth more, at
+// random) and sends the rest of the stream to the same edge again (what
+// the edge took before the refusal is durable, and its error says how
+// much), without cooling the edge down in the Picker
+// (longhaul_pushclient_rate_limited_total counts the waits). Another edge
+// would take the load off this client's limit, not off the region.
+// Unauthenticated (no token, an unknown one, no client certificate) and
+// PermissionDenied (a token scoped to other accounts; the error names the
+// insight by its index in the slice given to Push) return at once: the
+// same credentials would be refused again.
 //
 // The client decides on the edge's status details, not its messages: the
 // ErrorInfo's reason, the BadRequest's field, and, for a stream refused
@@ -50,6 +63,14 @@
 // (15s by default; gRPC-Go pings every 10s at the most). A connection gRPC holds in TRANSIENT_FAILURE is replaced
 // when the Picker chooses its edge again, so that the attempt tests the edge
 // as it is now rather than repeating the last connection error.
+//
+// # Authentication
+//
+// With Config.Token the client sends `authorization: Bearer TOKEN` with
+// every call; over TLS (Config.DialOptions with
+// grpc.WithTransportCredentials), or in plain text to loopback addresses
+// only, unless Config.AllowInsecureToken. For mutual TLS give the TLS
+// credentials a client certificate.
 //
 // # Concurrency
 //

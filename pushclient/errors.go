@@ -74,9 +74,11 @@ func (e *InputError) GRPCStatus() *status.Status {
 // is also the index in the stream of that request's insights[0] (a
 // BadRequest field path indexes the failed request).
 const (
-	errorDomain   = "longhaul.dev"
-	reasonWALFull = "WAL_FULL"
-	metaAccepted  = "accepted"
+	errorDomain       = "longhaul.dev"
+	reasonWALFull     = "WAL_FULL"
+	reasonRateLimited = "RATE_LIMITED"
+	metaAccepted      = "accepted"
+	metaField         = "field"
 )
 
 // edgeInfo returns the edge's ErrorInfo of st, or nil.
@@ -153,6 +155,26 @@ func inputError(edge string, err error, offset int) *InputError {
 	return ie
 }
 
+// deniedField returns the field an edge's PERMISSION_DENIED names (its
+// ErrorInfo's metaField), indexed from Push's slice as inputError does, and
+// the reason.
+func deniedField(err error, offset int) (field, reason string, ok bool) {
+	st := status.Convert(err)
+	ei := edgeInfo(st)
+	if ei == nil || ei.GetMetadata()[metaField] == "" {
+		return "", "", false
+	}
+	before, msg := acceptedBefore(st)
+	field = ei.GetMetadata()[metaField]
+	reason = strings.TrimPrefix(msg, field+": ")
+	if m := insightPath.FindStringSubmatch(field); m != nil {
+		if i, err := strconv.Atoi(m[1]); err == nil {
+			field = fmt.Sprintf("insights[%d]%s", offset+before+i, m[2])
+		}
+	}
+	return field, reason, true
+}
+
 // RetryDelay is the retry hint an edge sent with err: a google.rpc.RetryInfo
 // detail of the status, or the grpc-retry-pushback-ms trailer. Hints are
 // capped at a minute.
@@ -212,6 +234,18 @@ func retryable(err error) bool {
 		return walFull(err)
 	}
 	return false
+}
+
+// rateLimited tells an edge's refusal of a client over its rate of
+// insights (ResourceExhausted with reason RATE_LIMITED): the edge is well,
+// the client waits for its hint.
+func rateLimited(err error) bool {
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	ei := edgeInfo(st)
+	return ei != nil && ei.GetReason() == reasonRateLimited
 }
 
 // walFull tells a ResourceExhausted that passes (the edge's WAL is full)

@@ -83,7 +83,9 @@ func TestWireFormat(t *testing.T) {
 	for _, c := range [][2]string{
 		{errorDomain, edge.ErrorDomain},
 		{reasonWALFull, edge.ReasonWALFull},
+		{reasonRateLimited, edge.ReasonRateLimited},
 		{metaAccepted, edge.MetaAccepted},
+		{metaField, edge.MetaField},
 	} {
 		if c[0] != c[1] {
 			t.Errorf("pushclient has %q, the edge %q", c[0], c[1])

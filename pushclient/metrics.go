@@ -13,6 +13,7 @@ type metrics struct {
 	insights       *prometheus.CounterVec   // insights acknowledged, by edge
 	retries        *prometheus.CounterVec   // failed attempts sent again, by method, edge and code
 	failovers      *prometheus.CounterVec   // moves away from an edge, by the edge left and the code that made the client leave
+	rateLimited    *prometheus.CounterVec   // attempts refused as over the client's rate, by edge
 	callSeconds    *prometheus.HistogramVec // successful calls, by method
 	attemptSeconds *prometheus.HistogramVec // acknowledged attempts, by method and edge
 }
@@ -30,6 +31,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Failed attempts whose content was sent again, by method, the edge that failed and its gRPC code."}, []string{"method", "edge", "code"}),
 		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "longhaul_pushclient_failovers_total",
 			Help: "Attempts sent to another edge after one failed, by the edge that failed and its gRPC code."}, []string{"edge", "code"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "longhaul_pushclient_rate_limited_total",
+			Help: "Attempts an edge refused as over this client's rate of insights (RATE_LIMITED), by edge: each is sent to the same edge again after its hint."}, []string{"edge"}),
 		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "longhaul_pushclient_call_seconds",
 			Help: "Time from a call to its success, retries included, by method.", Buckets: buckets}, []string{"method"}),
 		attemptSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "longhaul_pushclient_attempt_seconds",
@@ -44,6 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.insights = register(reg, m.insights, &errs)
 	m.retries = register(reg, m.retries, &errs)
 	m.failovers = register(reg, m.failovers, &errs)
+	m.rateLimited = register(reg, m.rateLimited, &errs)
 	m.callSeconds = register(reg, m.callSeconds, &errs)
 	m.attemptSeconds = register(reg, m.attemptSeconds, &errs)
 	if err := errors.Join(errs...); err != nil {

@@ -19,9 +19,11 @@ import (
 // Result says how far a Push got. It is filled in on error too.
 type Result struct {
 	// Accepted is how many insights are known durable: those of the
-	// acknowledged streams, always a prefix of Push's slice. It is the
-	// slice's length when Push returns nil. (After an InputError, the
-	// chunks of the failed stream before the bad one may be durable too.)
+	// acknowledged streams, and of a stream an edge took in part before
+	// refusing the rest as over this client's rate; always a prefix of
+	// Push's slice. It is the slice's length when Push returns nil. (After
+	// an InputError, the chunks of the failed stream before the bad one
+	// may be durable too.)
 	Accepted int
 	// Streams is the number of acknowledged PushStream calls.
 	Streams int
@@ -33,7 +35,8 @@ type Result struct {
 	Edges []string
 	// LastEdge, FirstSeq and LastSeq: the edge that acknowledged the last
 	// stream, and the sequence numbers (inclusive, the edge's own) it gave
-	// that stream's insights.
+	// that stream's insights (those sent in its last attempt, when a rate
+	// limit made the client send the rest of a stream on its own).
 	LastEdge          string
 	FirstSeq, LastSeq uint64
 }
@@ -71,19 +74,32 @@ func (c *Client) Push(ctx context.Context, insights []*longhaulv1.Insight) (res 
 	for off := 0; off < len(insights); off += c.cfg.StreamInsights {
 		seg := insights[off:min(off+c.cfg.StreamInsights, len(insights))]
 		var resp *longhaulv1.PushResponse
-		edge, permanent, err := c.retry(ctx, cl, func(ctx context.Context, ingest longhaulv1.IngestClient, _ string) error {
+		// sent counts the insights of seg an edge took before it refused
+		// the rest as over this client's rate: durable (the edge says so),
+		// so not sent again. Sending them again would spend the rate the
+		// edge's hint waited for, and a stream larger than what the hint
+		// covers would never get through.
+		sent := 0
+		edge, permanent, err := c.retry(ctx, cl, func(ctx context.Context, ingest longhaulv1.IngestClient, addr string) error {
 			var err error
-			resp, err = c.stream(ctx, ingest, seg)
+			resp, err = c.stream(ctx, ingest, seg[sent:])
+			if err != nil && rateLimited(err) {
+				if n, _ := acceptedBefore(status.Convert(err)); n > 0 && n < len(seg)-sent {
+					sent += n
+					c.metrics.insights.WithLabelValues(addr).Add(float64(n))
+				}
+			}
 			return err
 		})
 		res.Attempts = cl.attempts
 		if err != nil {
+			res.Accepted += sent
 			if permanent {
-				return res, c.refused(cl, edge, err, seg, off)
+				return res, c.refused(cl, edge, err, seg[sent:], off+sent)
 			}
 			return res, err
 		}
-		c.metrics.insights.WithLabelValues(edge).Add(float64(len(seg)))
+		c.metrics.insights.WithLabelValues(edge).Add(float64(len(seg) - sent))
 		res.Accepted += len(seg)
 		res.Streams++
 		if !slices.Contains(res.Edges, edge) {
@@ -168,6 +184,12 @@ func (c *Client) refused(cl *call, edge string, err error, seg []*longhaulv1.Ins
 	switch status.Code(err) {
 	case codes.InvalidArgument:
 		return inputError(edge, err, offset)
+	case codes.PermissionDenied:
+		// A token scoped to other accounts: name the insight by its index
+		// in Push's slice.
+		if field, reason, ok := deniedField(err, offset); ok {
+			return fmt.Errorf("pushclient: edge %s refused %s: %s: %w", edge, field, reason, err)
+		}
 	case codes.ResourceExhausted:
 		// Not a full WAL (retryable): a request over the size limit of a
 		// message. gRPC refuses it before the edge sees it, and says

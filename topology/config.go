@@ -121,6 +121,11 @@ type Config struct {
 	// Logger receives memberlist's log lines at their levels. Default
 	// slog.Default().
 	Logger *slog.Logger
+	// SecretKey, when set, encrypts and authenticates every gossip message
+	// (memberlist's AES-GCM keyring): members without the same key can
+	// neither read nor join the cluster. 16, 24 or 32 bytes (AES-128, -192,
+	// -256). Default: none, gossip in plain text.
+	SecretKey []byte
 
 	// wrapTransport, when set, wraps the gossip transport (tests delay a
 	// member's packets with it).
@@ -188,8 +193,9 @@ func (c *Config) memberlistConfig() (*memberlist.Config, profileDefaults) {
 	if c.SuspicionMult > 0 {
 		mc.SuspicionMult = c.SuspicionMult
 	}
-	// Encryption, labels and compression stay memberlist's defaults
-	// (none, none, on).
+	// Labels and compression stay memberlist's defaults (none, on);
+	// encryption is on with a SecretKey.
+	mc.SecretKey = c.SecretKey
 	mc.LogOutput = nil
 	return mc, pd
 }
@@ -238,6 +244,9 @@ func (c *Config) validate(gossip bool) error {
 	}
 	if mc.SuspicionMult < 1 {
 		errs = append(errs, fmt.Errorf("topology: SuspicionMult must be at least 1, got %d", mc.SuspicionMult))
+	}
+	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		errs = append(errs, fmt.Errorf("topology: SecretKey must be 16, 24 or 32 bytes, got %d", n))
 	}
 	for _, d := range []struct {
 		name string

@@ -14,6 +14,7 @@ import (
 	"github.com/longhaul/longhaul/checks"
 	"github.com/longhaul/longhaul/internal/kafka"
 	"github.com/longhaul/longhaul/internal/serve"
+	"github.com/longhaul/longhaul/internal/tlsconf"
 	"github.com/longhaul/longhaul/pushclient"
 	"github.com/longhaul/longhaul/topology"
 )
@@ -28,6 +29,9 @@ func runChecker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		brokers, edges, listen string
 		region                 string
 		opts                   checks.Options
+		tlsFlags               tlsconf.Flags
+		tokenFile              string
+		insecureToken          bool
 	)
 	fs.StringVar(&lane, "lane", "fast", "the lane to consume: fast or slow")
 	fs.StringVar(&names, "checks", checks.NameSynthetic, "comma-separated checks to run: "+strings.Join(checks.BuiltinNames(), ", "))
@@ -46,11 +50,18 @@ func runChecker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&opts.Synthetic.Fast, "synthetic-fast", checks.DefaultSyntheticFast, "synthetic check: duration of a fast scan")
 	fs.DurationVar(&opts.Synthetic.Slow, "synthetic-slow", checks.DefaultSyntheticSlow, "synthetic check: duration of a slow scan")
 	fs.Float64Var(&opts.Synthetic.SlowFraction, "synthetic-slow-fraction", checks.DefaultSyntheticSlowFraction, "synthetic check: share of slow assets (negative: none)")
+	tlsFlags.Register(fs, true, true)
+	fs.StringVar(&tokenFile, "token-file", "", "file holding the bearer token to push with (edges started with --tokens need one); sent over TLS (--tls-ca), or in plain text to loopback edges only")
+	fs.BoolVar(&insecureToken, "allow-insecure-token", false, "send the --token-file token in plain text to edges that are not on loopback (development networks only)")
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log, err := logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	srvTLS, err := tlsFlags.Server()
 	if err != nil {
 		return err
 	}
@@ -67,9 +78,21 @@ func runChecker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return errors.New("--edge: required")
 	}
 	reg := serve.NewRegistry()
-	pcfg := pushclient.Config{Edges: splitList(edges), Logger: log, Metrics: reg}
+	pcfg := pushclient.Config{Edges: splitList(edges), Logger: log, Metrics: reg, AllowInsecureToken: insecureToken}
+	if dial, err := clientTLS(tlsFlags); err != nil {
+		return err
+	} else if dial != nil {
+		pcfg.DialOptions = append(pcfg.DialOptions, dial)
+	}
+	if tokenFile != "" {
+		if pcfg.Token, err = readTokenFile(tokenFile); err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+	}
 	if region != "" {
-		picker, err := topology.NewPicker(topology.PickerConfig{Region: region, Seeds: pcfg.Edges, Logger: log})
+		// The picker asks the edges for the members and checks their
+		// health (neither needs a token), over the same TLS.
+		picker, err := topology.NewPicker(topology.PickerConfig{Region: region, Seeds: pcfg.Edges, Logger: log, DialOptions: pcfg.DialOptions})
 		if err != nil {
 			return fmt.Errorf("--region: %w", err)
 		}
@@ -90,6 +113,7 @@ func runChecker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
+	ln = serve.HTTPListener(ln, srvTLS)
 	web := serve.StartHTTP(ln, serve.Mux(reg, nil), log)
 	log.Info("checker consuming", "lane", lane, "group", c.Group(), "checks", names, "edges", edges, "http", ln.Addr().String())
 	runErr := c.Run(ctx)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/longhaul/longhaul/edge"
+	"github.com/longhaul/longhaul/internal/tlsconf"
 	"github.com/longhaul/longhaul/topology"
 	"github.com/longhaul/longhaul/wal"
 )
@@ -21,6 +22,9 @@ func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 		logs                logFlags
 		quota               int64
 		join, gossipProfile string
+		tlsFlags            tlsconf.Flags
+		gossipKeyFile       string
+		maxStreams          uint
 	)
 	fs.StringVar(&cfg.Region, "region", "", "the edge's region (required)")
 	fs.StringVar(&cfg.NodeID, "node-id", "", "the edge's name within its region (required; the primary's ledger keys on region/node-id)")
@@ -40,6 +44,12 @@ func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.Gossip.AdvertiseAddr, "gossip-advertise", "", "gossip address the other edges reach this one on, ip or ip:port (default: --gossip-listen's, or a private address when that is 0.0.0.0)")
 	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of edges to join through (retried in the background while none answers)")
 	fs.StringVar(&gossipProfile, "gossip-profile", string(topology.ProfileWAN), "gossip timings: wan (regions far apart), lan (one data center) or local (tests)")
+	fs.StringVar(&gossipKeyFile, "gossip-key-file", "", "file holding a base64 key of 16, 24 or 32 bytes that encrypts and authenticates gossip (every edge the same; e.g. head -c 32 /dev/urandom | base64); empty: gossip in plain text")
+	tlsFlags.Register(fs, true, true)
+	fs.StringVar(&cfg.Access.TokensFile, "tokens", "", "file of checkers' bearer tokens, one a line: TOKEN [NAME] [accounts=a,b,c]; pushes then need one (read again when it changes)")
+	fs.Float64Var(&cfg.Access.ClientRate, "client-rate", edge.DefaultClientRate, "insights a second one client (token name, certificate subject or IP address) may push; beyond it 429 / RESOURCE_EXHAUSTED RATE_LIMITED (0: no limit)")
+	fs.IntVar(&cfg.Access.ClientBurst, "client-burst", 0, "insights one client may push at once above its rate (0: two seconds of --client-rate)")
+	fs.UintVar(&maxStreams, "max-streams-per-conn", edge.DefaultMaxStreamsPerConn, "concurrent gRPC calls one connection may have open")
 	var budget budgetFlags
 	budget.register(fs, &cfg.Shipper)
 	logs.register(fs)
@@ -59,6 +69,9 @@ func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	if cfg.Gossip.Join = splitList(join); len(cfg.Gossip.Join) > 0 && cfg.Gossip.BindAddr == "" {
 		return errors.New("--join: needs --gossip-listen")
+	}
+	if err := edgeSecurity(&cfg, tlsFlags, gossipKeyFile, maxStreams); err != nil {
+		return err
 	}
 	svc, err := edge.Start(ctx, cfg)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/longhaul/longhaul/internal/tlsconf"
 )
 
 // runProbe is a container healthcheck that needs no shell or curl in the
@@ -22,6 +24,8 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
 	quiet := fs.Bool("q", false, "print nothing on success")
+	var tlsF tlsconf.Flags
+	tlsF.Register(fs, false, true)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -42,7 +46,13 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if tc, err := tlsF.Client(); err != nil {
+		return err
+	} else if tc != nil {
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

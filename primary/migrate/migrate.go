@@ -107,11 +107,20 @@ func apply(ctx context.Context, db Querier, m Migration) (bool, error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(lockKey)); err != nil {
 		return false, err
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	// Created only when missing, not with IF NOT EXISTS (which needs the
+	// CREATE privilege on the schema even when the table exists): a role
+	// that may not change the schema can run Up on a migrated database.
+	var present bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass('schema_migrations') IS NOT NULL").Scan(&present); err != nil {
+		return false, err
+	}
+	if !present {
+		if _, err := tx.Exec(ctx, `CREATE TABLE schema_migrations (
 		version    integer     PRIMARY KEY,
 		name       text        NOT NULL,
 		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return false, err
+			return false, err
+		}
 	}
 	var exists bool
 	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", m.Version).Scan(&exists); err != nil {
