@@ -38,9 +38,11 @@ var commands = []command{
 	{"scheduler", "spread scans of the registered assets over time and send them to the Kafka lanes", runScheduler},
 	{"assets", "manage the assets to scan: import", runAssets},
 	{"checker", "consume a Kafka lane, run each scan in its own goroutine, push insights to the nearest edge", runChecker},
+	{"dev", "run everything in this process on its embedded defaults, two regions, until Ctrl-C", runDev},
 	{"bench", "benchmarks: pipeline", runBench},
 	{"certs", "make a development CA and a certificate per role (--out DIR)", runCerts},
 	{"probe", "GET a URL and exit 0 on HTTP 200 (container healthchecks)", runProbe},
+	{"status", "the cluster as an edge sees it: regions, nodes, backlog, each stage against the budget (--edge ADDR)", runStatus},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		_, err := fmt.Fprintln(stdout, "longhaul", version)
 		return err
