@@ -12,7 +12,7 @@ BENCH     ?= .
 BENCHTIME ?= 1x
 FUZZTIME  ?= 30s
 
-.PHONY: help test test-race lint generate check-generate bench bench-any fuzz
+.PHONY: help test test-race lint generate check-generate bench bench-any fuzz faults
 
 help: ## list the targets
 	@echo 'usage: make <target> [PKGS=./... TIMEOUT=$(TIMEOUT) BENCH=$(BENCH) BENCHTIME=$(BENCHTIME) FUZZTIME=$(FUZZTIME)]'
@@ -47,7 +47,7 @@ check-generate: ## fail if the generated files in api/ differ from what `make ge
 	if [ -n "$$stale" ]; then echo "check-generate: stale generated files, run make generate and commit them:"; echo "$$stale"; exit 1; fi; \
 	echo "check-generate: api/ is up to date"
 
-bench: ## run the benchmarks the README quotes (about 15 minutes; see README "Benchmarks")
+bench: ## run the benchmarks the README quotes (about 20 minutes; see README "Benchmarks")
 	$(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m ./primary/
 	$(GO) test -run '^$$' -bench BenchmarkAppend -benchtime 2s -count 3 ./wal/
 	$(GO) test -run '^$$' -bench BenchmarkPushLatency -benchtime 3000x ./edge/
@@ -55,6 +55,10 @@ bench: ## run the benchmarks the README quotes (about 15 minutes; see README "Be
 	$(GO) test -run '^$$' -bench BenchmarkSeedSituation -benchtime 1x -timeout 30m ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkRegionBudgets -benchtime 1x ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 30m ./checker/
+	LONGHAUL_BENCH_MIXED=1 $(GO) test -run '^$$' -bench BenchmarkWritepath -benchtime 1x -timeout 30m ./bench/writepath/
+
+faults: ## the fault matrix, long form (LONGHAUL_FAULTS_LONG=1; about 20 minutes)
+	LONGHAUL_FAULTS_LONG=1 $(GO) test -count=1 -timeout 40m -v -run . ./internal/faults/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|faults:'
 
 bench-any: ## run the benchmarks matching BENCH in PKGS, BENCHTIME each
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout $(TIMEOUT) $(PKGS)
