@@ -219,7 +219,14 @@ func TestKilledMemberDeclaredDead(t *testing.T) {
 	}
 	others := slices.Delete(slices.Clone(nodes), 2, 3)
 	allSee(t, bound+slack, others, StateDead, victim.Name())
-	dead := log.find(victim.Name(), StateDead)
+	// The change event is delivered just after the member list changes.
+	var dead map[string]observed
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		dead = log.find(victim.Name(), StateDead)
+		if len(dead) >= len(others) || time.Now().After(deadline) {
+			break
+		}
+	}
 	suspect := log.find(victim.Name(), StateSuspect)
 	for _, o := range others {
 		ev, ok := dead[o.Name()]
