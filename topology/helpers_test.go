@@ -2,6 +2,7 @@ package topology
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -175,6 +176,7 @@ func allSee(t *testing.T, timeout time.Duration, observers []*Node, state State,
 type delayTransport struct {
 	memberlist.NodeAwareTransport
 	delay   atomic.Int64
+	cut     atomic.Bool // partitioned: nothing sent, no stream in or out
 	queue   chan delayedPacket
 	streams chan net.Conn
 	stop    chan struct{}
@@ -199,11 +201,17 @@ func newDelayTransport(inner memberlist.NodeAwareTransport) *delayTransport {
 
 func (d *delayTransport) SetDelay(v time.Duration) { d.delay.Store(int64(v)) }
 
+// SetCut partitions the member away (true) or heals it.
+func (d *delayTransport) SetCut(v bool) { d.cut.Store(v) }
+
 func (d *delayTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	return d.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
 func (d *delayTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	if d.cut.Load() {
+		return time.Now(), nil // lost on the way
+	}
 	delay := time.Duration(d.delay.Load())
 	if delay == 0 {
 		return d.NodeAwareTransport.WriteToAddress(b, addr)
@@ -241,6 +249,9 @@ func (d *delayTransport) DialTimeout(addr string, timeout time.Duration) (net.Co
 }
 
 func (d *delayTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if d.cut.Load() {
+		return nil, errors.New("partitioned")
+	}
 	c, err := d.NodeAwareTransport.DialAddressTimeout(addr, timeout)
 	if err != nil {
 		return nil, err
@@ -258,6 +269,10 @@ func (d *delayTransport) accept() {
 		case <-d.stop:
 			return
 		case c := <-d.NodeAwareTransport.StreamCh():
+			if d.cut.Load() {
+				c.Close()
+				continue
+			}
 			select {
 			case d.streams <- &delayConn{Conn: c, d: d}:
 			case <-d.stop:

@@ -299,6 +299,39 @@ func TestDelayedMemberNotDeclaredDead(t *testing.T) {
 	}
 }
 
+// TestPartitionedMemberHealsAndRejoins: a member cut off from the others
+// (nothing it sends arrives, no stream in or out) for longer than the
+// detection bound is declared dead by every other member; once the cut
+// heals it is alive again for all of them, and sees them all alive, without
+// a restart.
+func TestPartitionedMemberHealsAndRejoins(t *testing.T) {
+	const n = 4
+	log := &eventLog{}
+	var cut *delayTransport
+	nodes := stableCluster(t, n, log, func(i int, c *Config) {
+		if i == 1 {
+			c.wrapTransport = func(tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+				cut = newDelayTransport(tr)
+				return cut
+			}
+		}
+	})
+	victim := nodes[1]
+	others := slices.Delete(slices.Clone(nodes), 1, 2)
+	bound := victim.Config().DetectionBound(n)
+	cut.SetCut(true)
+	partitioned := time.Now()
+	allSee(t, bound+time.Second, others, StateDead, victim.Name())
+	t.Logf("partitioned: %s declared dead by all %d others after %s (bound %s)", victim.Name(), len(others), time.Since(partitioned).Round(time.Millisecond), bound)
+	cut.SetCut(false)
+	healed := time.Now()
+	allSee(t, 30*time.Second, others, StateAlive, victim.Name())
+	for _, o := range others {
+		allSee(t, 30*time.Second, []*Node{victim}, StateAlive, o.Name())
+	}
+	t.Logf("healed: %s alive again for all, and they for it, after %s", victim.Name(), time.Since(healed).Round(time.Millisecond))
+}
+
 // TestDetectionBound pins the bound's arithmetic on the profiles.
 func TestDetectionBound(t *testing.T) {
 	t.Parallel()
