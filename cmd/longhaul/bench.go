@@ -19,9 +19,15 @@ var benchCommands = []command{
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runSubcommand(ctx, "bench", "benchmark", benchCommands, args, stdout, stderr)
+}
+
+// runSubcommand runs the one of cmds that args name ("longhaul <parent>
+// <what> …"), or prints them.
+func runSubcommand(ctx context.Context, parent, what string, cmds []command, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stderr, "usage: longhaul bench <benchmark> [flags]\n\nbenchmarks:")
-		for _, c := range benchCommands {
+		fmt.Fprintf(stderr, "usage: longhaul %s <%s> [flags]\n\n%ss:\n", parent, what, what)
+		for _, c := range cmds {
 			fmt.Fprintf(stderr, "  %-10s %s\n", c.name, c.summary)
 		}
 		if len(args) == 0 {
@@ -29,12 +35,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return nil
 	}
-	for _, c := range benchCommands {
+	for _, c := range cmds {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintf(stderr, "longhaul bench: unknown benchmark %q\n", args[0])
+	fmt.Fprintf(stderr, "longhaul %s: unknown %s %q\n", parent, what, args[0])
 	return errUsage
 }
 

@@ -93,23 +93,7 @@ var assetsCommands = []command{
 }
 
 func runAssets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stderr, "usage: longhaul assets <command> [flags]\n\ncommands:")
-		for _, c := range assetsCommands {
-			fmt.Fprintf(stderr, "  %-10s %s\n", c.name, c.summary)
-		}
-		if len(args) == 0 {
-			return errUsage
-		}
-		return nil
-	}
-	for _, c := range assetsCommands {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "longhaul assets: unknown command %q\n", args[0])
-	return errUsage
+	return runSubcommand(ctx, "assets", "command", assetsCommands, args, stdout, stderr)
 }
 
 func runAssetsImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
