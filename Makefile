@@ -57,8 +57,8 @@ bench: ## run the benchmarks the README quotes (about 20 minutes; see README "Be
 	$(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 30m ./checker/
 	LONGHAUL_BENCH_MIXED=1 $(GO) test -run '^$$' -bench BenchmarkWritepath -benchtime 1x -timeout 30m ./bench/writepath/
 
-faults: ## the fault matrix, long form (LONGHAUL_FAULTS_LONG=1; about 20 minutes)
-	LONGHAUL_FAULTS_LONG=1 $(GO) test -count=1 -timeout 40m -v ./internal/faults/
+faults: ## the fault matrix, long form (LONGHAUL_FAULTS_LONG=1, -race; about 7 minutes on 2 idle cores)
+	LONGHAUL_FAULTS_LONG=1 $(GO) test -race -count=1 -timeout 40m -v ./internal/faults/
 
 bench-any: ## run the benchmarks matching BENCH in PKGS, BENCHTIME each
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout $(TIMEOUT) $(PKGS)

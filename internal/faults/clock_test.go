@@ -77,10 +77,9 @@ func compareTables(t *testing.T, what string, got, want map[string]row) {
 // database and t1 first in another, gives the same table, row for row,
 // the one last-writer-wins computes without any clock.
 //
-// Not covered: an edge whose clock jumps backwards. edge.Config has no
-// clock to inject (the edge reads time.Now for validation and the WAL's
-// append times only), and a process's clock cannot be moved from a test.
-// Sequence numbers, not times, order the WAL and the ledger.
+// Not here: an edge whose own clock jumps backwards. edge.Config has no
+// clock to inject, so only a test inside package edge can move it:
+// edge/clock_test.go (TestEdgeClockJumpingBackwardsRegressesNothing).
 func TestClockSkewedCheckersAndOrderOfArrival(t *testing.T) {
 	t.Parallel()
 	const skew = 2 * time.Minute

@@ -38,10 +38,11 @@
 // # Short and long form
 //
 // By default the tests run a short form, bounded in counts and time, for CI
-// (the whole package in about three minutes on two cores with -race). With
-// LONGHAUL_FAULTS_LONG=1 they run the long form: more kills, restarts and
-// cuts, longer faults (a blackhole longer than the shipper's keepalive), in
-// about twenty minutes.
+// (the whole package in about a minute on two idle cores with -race; three
+// at most). With LONGHAUL_FAULTS_LONG=1 they run the long form: more kills,
+// restarts and cuts, longer faults (a blackhole longer than the shipper's
+// keepalive), in about seven minutes on two idle cores, twenty on a busy
+// machine.
 //
 // The test that stops PostgreSQL (pgtest.Cluster) does not run in parallel
 // with the others of the binary; all the others do.
