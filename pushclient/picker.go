@@ -3,6 +3,8 @@ package pushclient
 import (
 	"sync"
 	"time"
+
+	"github.com/longhaul/longhaul/internal/cooldown"
 )
 
 // Picker chooses the edge each attempt goes to and learns how attempts
@@ -50,21 +52,7 @@ func (p *OrderedPicker) Pick(exclude map[string]bool) (string, bool) {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var soonest string
-	var soonestEnd time.Time
-	for _, e := range p.edges {
-		if exclude[e] {
-			continue
-		}
-		end, cooling := p.until[e]
-		if !cooling || !now.Before(end) {
-			return e, true
-		}
-		if soonest == "" || end.Before(soonestEnd) {
-			soonest, soonestEnd = e, end
-		}
-	}
-	return soonest, soonest != ""
+	return cooldown.Pick(p.edges, exclude, p.until, now)
 }
 
 // Failed implements Picker.

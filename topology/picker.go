@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
+	"github.com/longhaul/longhaul/internal/cooldown"
 )
 
 // Defaults of PickerConfig.
@@ -185,21 +186,7 @@ func (p *Picker) Pick(exclude map[string]bool) (string, bool) {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var soonest string
-	var soonestEnd time.Time
-	for _, e := range p.ranked {
-		if exclude[e] {
-			continue
-		}
-		end, cooling := p.until[e]
-		if !cooling || !now.Before(end) {
-			return e, true
-		}
-		if soonest == "" || end.Before(soonestEnd) {
-			soonest, soonestEnd = e, end
-		}
-	}
-	return soonest, soonest != ""
+	return cooldown.Pick(p.ranked, exclude, p.until, now)
 }
 
 // Failed implements pushclient.Picker: addr is avoided for Cooldown, and
