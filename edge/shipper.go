@@ -142,6 +142,15 @@ type ShipperConfig struct {
 	// ConnectTimeout bounds connecting and the Hello/Welcome exchange.
 	// Default 10s.
 	ConnectTimeout time.Duration
+	// StallTimeout ends a stream on which nothing moved (no batch sent, no
+	// ack received) for this long while the WAL holds records the primary
+	// has not acknowledged, and opens a new one. Keepalive catches a dead
+	// link; this catches a live one that stopped moving (a peer that
+	// neither reads nor answers, or a hang of the shipper's own). Each
+	// such end is logged with where the stream's sender and receiver were
+	// and counted (longhaul_edge_ship_stalls_total). It must exceed the
+	// longest apply of one batch. Default 60s; negative: never.
+	StallTimeout time.Duration
 
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -199,6 +208,9 @@ func (c *ShipperConfig) setDefaults() {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 60 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -267,6 +279,10 @@ type Shipper struct {
 	// send to its ack, or a hello's send to the welcome.
 	lastShip atomic.Int64
 
+	// cur is the current stream, nil between streams: Stats reads where
+	// its sender and receiver are.
+	cur atomic.Pointer[shipStream]
+
 	mu    sync.Mutex
 	stats ShipperStats
 	// inFlight holds the send times of the current stream's batches in
@@ -314,6 +330,12 @@ type ShipperStats struct {
 	// record of a batch that is not full was last allowed to wait.
 	LastBatchRecords, LastBatchBytes int
 	TargetWait                       time.Duration
+
+	// Sender and Receiver say where the current stream's sender and
+	// receiver are (see the phase constants): "" between streams.
+	Sender, Receiver string
+	// Stalls counts streams ended by StallTimeout.
+	Stalls uint64
 
 	// LedgerMismatch is set when the shipper stopped on ErrLedgerMismatch.
 	LedgerMismatch bool
@@ -370,8 +392,12 @@ func NewShipper(log *wal.Log, cfg ShipperConfig) (*Shipper, error) {
 // Stats returns a snapshot of the shipper's state and counters.
 func (s *Shipper) Stats() ShipperStats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	s.mu.Unlock()
+	if cur := s.cur.Load(); cur != nil {
+		st.Sender, st.Receiver = cur.sendPhase.String(), cur.recvPhase.String()
+	}
+	return st
 }
 
 // Run ships until ctx ends, then returns nil. Each stream lives as long as
@@ -486,8 +512,14 @@ func (s *Shipper) session(ctx context.Context) (progress bool, err error) {
 		window:  make(chan struct{}, s.cfg.MaxInFlight),
 		flights: make(chan *flight, s.cfg.MaxInFlight),
 	}
+	st.moved()
+	s.cur.Store(st)
+	defer s.cur.Store(nil)
 	var wg sync.WaitGroup
 	wg.Go(func() { cancel(st.receive(sctx)) })
+	if s.cfg.StallTimeout > 0 {
+		wg.Go(func() { st.watch(sctx, cancel) })
+	}
 	if err := st.send(sctx); !errors.Is(err, io.EOF) {
 		cancel(err)
 	} // else the stream ended: the receiver gets why
@@ -551,6 +583,11 @@ type shipStream struct {
 	window  chan struct{}
 	flights chan *flight
 	acked   atomic.Bool
+	// movedAt is when a batch was last sent or an ack received (unix
+	// nanoseconds); sendPhase and recvPhase where the sender and the
+	// receiver are. The watchdog reads them.
+	movedAt              atomic.Int64
+	sendPhase, recvPhase phase
 
 	// Sender only: the next sequence to read, and records read but left
 	// for the next batch; the steering last computed, and when; whether
@@ -621,6 +658,7 @@ func (st *shipStream) send(ctx context.Context) error {
 	// be on its way.
 	limit := min(s.cfg.MaxBatchBytes, shipFirstBatchBytes)
 	for {
+		st.sendPhase.set(phaseWindow)
 		select {
 		case st.window <- struct{}{}:
 		case <-ctx.Done():
@@ -631,6 +669,7 @@ func (st *shipStream) send(ctx context.Context) error {
 			return err
 		}
 		limit = min(2*limit, s.cfg.MaxBatchBytes)
+		st.sendPhase.set(phaseBuild)
 		b, f := s.build(recs)
 		req := &longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Batch{Batch: b}}
 		payload := 0
@@ -645,9 +684,11 @@ func (st *shipStream) send(ctx context.Context) error {
 		s.mu.Lock()
 		s.inFlight = append(s.inFlight, f.sent)
 		s.mu.Unlock()
+		st.sendPhase.set(phaseSend)
 		if err := st.stream.Send(req); err != nil {
 			return err
 		}
+		st.moved()
 		s.m.batchesSent.Inc()
 		s.m.recordsSent.Add(float64(f.records))
 		s.m.batchRecords.Observe(float64(f.records))
@@ -735,6 +776,7 @@ func (st *shipStream) collect(ctx context.Context, maxBytes int) ([]wal.Record, 
 	bytes := 0
 	for {
 		if len(st.carry) == 0 {
+			st.sendPhase.set(phaseRead)
 			got, err := s.log.Read(ctx, st.next, maxRecs-len(recs), maxBytes-bytes)
 			if err != nil {
 				return nil, fmt.Errorf("edge: ship: read the WAL: %w", err)
@@ -752,6 +794,7 @@ func (st *shipStream) collect(ctx context.Context, maxBytes int) ([]wal.Record, 
 						wake = recheck
 					}
 				}
+				st.sendPhase.set(phaseWait)
 				if _, err := st.wait(ctx, wake); err != nil {
 					return nil, err
 				}
@@ -870,6 +913,7 @@ func (e errOutOfSequence) Error() string {
 func (st *shipStream) receive(ctx context.Context) error {
 	s := st.s
 	for {
+		st.recvPhase.set(phaseRecv)
 		m, err := st.stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return errors.New("edge: ship: the primary ended the stream")
@@ -905,9 +949,91 @@ func (st *shipStream) receive(ctx context.Context) error {
 			return fmt.Errorf("edge: ship: ack for %d..%d with unknown status %v", f.first, f.last, ack.Status)
 		}
 		st.acked.Store(true)
+		st.moved()
+		st.recvPhase.set(phaseTruncate)
 		s.acked(ctx, ack, f, now)
 	}
 }
+
+// moved notes that a batch was sent or an ack received.
+func (st *shipStream) moved() { st.movedAt.Store(time.Now().UnixNano()) }
+
+// errStalled ends a stream on which nothing moved for StallTimeout.
+type errStalled struct {
+	idle             time.Duration
+	unacked          uint64
+	sender, receiver string
+}
+
+func (e errStalled) Error() string {
+	return fmt.Sprintf("edge: ship: the stream stalled: nothing sent or acknowledged for %v with %d records unacknowledged "+
+		"(sender: %s, receiver: %s); reconnecting", e.idle.Round(time.Millisecond), e.unacked, e.sender, e.receiver)
+}
+
+// watch ends the stream with errStalled when nothing moved on it for
+// StallTimeout while the WAL holds records the primary has not
+// acknowledged. It returns when ctx ends.
+func (st *shipStream) watch(ctx context.Context, cancel context.CancelCauseFunc) {
+	s := st.s
+	every := min(s.cfg.StallTimeout/4, time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// Idle since the last move, or since the oldest record waiting
+		// was appended if later: an edge idle for an hour has not stalled
+		// when a push comes.
+		ws := s.log.Stats()
+		since := time.Unix(0, st.movedAt.Load())
+		if ws.OldestAppendedAt.After(since) {
+			since = ws.OldestAppendedAt
+		}
+		idle := time.Since(since)
+		s.mu.Lock()
+		applied := s.stats.AppliedSeq
+		s.mu.Unlock()
+		last := ws.LastSeq
+		if idle < s.cfg.StallTimeout || last <= applied {
+			continue
+		}
+		err := errStalled{idle: idle, unacked: last - applied, sender: st.sendPhase.String(), receiver: st.recvPhase.String()}
+		s.m.stalls.Inc()
+		s.mu.Lock()
+		s.stats.Stalls++
+		s.mu.Unlock()
+		s.logger.Error("ship: "+err.Error(), "idle", idle, "unacknowledged", err.unacked,
+			"sender", err.sender, "receiver", err.receiver)
+		cancel(err)
+		return
+	}
+}
+
+// phase is where a stream's sender or receiver is, for Stats and the
+// watchdog.
+type phase struct{ v atomic.Int32 }
+
+// The phases. The sender waits for room in the window, reads the WAL, waits
+// for records (or a batch's deadline), builds a batch and sends it; the
+// receiver waits for an ack, then truncates the WAL.
+const (
+	phaseStart int32 = iota
+	phaseWindow
+	phaseRead
+	phaseWait
+	phaseBuild
+	phaseSend
+	phaseRecv
+	phaseTruncate
+)
+
+var phaseNames = [...]string{"start", "window", "read", "wait", "build", "send", "recv", "truncate"}
+
+func (p *phase) set(v int32)    { p.v.Store(v) }
+func (p *phase) String() string { return phaseNames[p.v.Load()] }
 
 // acked accounts for an APPLIED or DUPLICATE ack of f and truncates the WAL
 // up to the primary's applied sequence.
@@ -1005,7 +1131,7 @@ type shipMetrics struct {
 	batchesSent, recordsSent, payloadBytes, wireBytes  prometheus.Counter
 	acks                                               *prometheus.CounterVec
 	recordsApplied, insightsIn, insightsOut, coalesced prometheus.Counter
-	badRecords, reconnects                             prometheus.Counter
+	badRecords, reconnects, stalls                     prometheus.Counter
 	roundTrip, applyTime, endToEnd                     prometheus.Histogram
 	batchRecords, batchBytes                           prometheus.Histogram
 	inFlight, connected, appliedSeq, ledgerMismatch    prometheus.Gauge
@@ -1037,6 +1163,7 @@ func newShipMetrics(s *Shipper) *shipMetrics {
 		coalesced:      counter("insights_coalesced_total", "Insights coalesced away before shipping: insights in minus rows out."),
 		badRecords:     counter("bad_records_total", "WAL records skipped because they do not decode."),
 		reconnects:     counter("reconnects_total", "Streams, or attempts to open one, that failed and were followed by a reconnect."),
+		stalls:         counter("stalls_total", "Streams ended because nothing was sent or acknowledged on them for the stall timeout while records waited."),
 		roundTrip:      histogram("round_trip_seconds", "From sending a batch to its acknowledgement.", 0.001),
 		applyTime:      histogram("apply_seconds", "Time the primary spent applying a batch, as its ack reports.", 0.0005),
 		endToEnd:       histogram("end_to_end_seconds", "From the append of a batch's oldest record to the batch's acknowledgement.", 0.002),
@@ -1052,7 +1179,7 @@ func newShipMetrics(s *Shipper) *shipMetrics {
 		expectedShip: gauge("expected_round_trip_seconds", "The p99 of a batch's send to ack, apply included, the budget's steering expects."),
 	}
 	m.all = []prometheus.Collector{m.batchesSent, m.recordsSent, m.payloadBytes, m.wireBytes, m.acks,
-		m.recordsApplied, m.insightsIn, m.insightsOut, m.coalesced, m.badRecords, m.reconnects,
+		m.recordsApplied, m.insightsIn, m.insightsOut, m.coalesced, m.badRecords, m.reconnects, m.stalls,
 		m.roundTrip, m.applyTime, m.endToEnd, m.inFlight, m.connected, m.appliedSeq, m.ledgerMismatch,
 		m.batchRecords, m.batchBytes, m.targetWait, m.expectedShip}
 	// The backlog (records, bytes, oldest age) is the WAL's state: the edge

@@ -650,3 +650,54 @@ func TestShipperConfig(t *testing.T) {
 		t.Error("registering the metrics twice did not fail")
 	}
 }
+
+// TestShipperEndsAStreamThatStalls: the primary is alive and welcomes the
+// stream, but its apply waits on a row lock someone else holds, so nothing
+// is acknowledged. Pass: the shipper ends the stream after StallTimeout,
+// says where its sender and receiver were, reconnects, and once the lock
+// goes everything arrives once; an edge idle for longer than StallTimeout
+// is not taken for stalled when records come.
+func TestShipperEndsAStreamThatStalls(t *testing.T) {
+	t.Parallel()
+	e := shipSetup(t)
+	svc := e.startPrimary("")
+	const stall = 600 * time.Millisecond
+	s, _ := e.run(ShipperConfig{Primary: svc.Addr(), StallTimeout: stall, MaxBatchAge: time.Millisecond,
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond})
+	last := e.appendInsights(shipInsight("a.example", "1", 1, "scan-a"))
+	e.waitShipped("edge-test", last, 30*time.Second)
+
+	// Idle for longer than the stall timeout, then a record: not a stall.
+	time.Sleep(3 * stall)
+	last = e.appendInsights(shipInsight("a.example", "2", 2, "scan-a"))
+	e.waitShipped("edge-test", last, 30*time.Second)
+	if st := s.Stats(); st.Stalls != 0 || st.Connects != 1 {
+		t.Fatalf("stats %+v: an idle edge was taken for stalled", st)
+	}
+
+	// Someone holds the edge's ledger row: the primary's apply waits.
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(e.ctx) }()
+	if _, err := tx.Exec(e.ctx, `SELECT * FROM edge_ledger WHERE edge_id = 'edge-test' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	last = e.appendInsights(shipInsight("a.example", "3", 3, "scan-a"), shipInsight("b.example", "1", 4, "scan-b"))
+	shipWaitFor(t, "a stalled stream ended", 30*time.Second, func() bool { return s.Stats().Stalls >= 1 })
+	st := s.Stats()
+	for _, want := range []string{"stalled", "sender: ", "receiver: recv"} {
+		if !strings.Contains(st.LastError, want) {
+			t.Errorf("last error %q: want it to say %q", st.LastError, want)
+		}
+	}
+	if err := tx.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitShipped("edge-test", last, 30*time.Second)
+	e.checkTable()
+	if st := s.Stats(); st.Connects < 2 || st.Sender == "" || st.Receiver == "" {
+		t.Errorf("stats %+v: want a new stream after the stall, with its sender's and receiver's phases", st)
+	}
+}

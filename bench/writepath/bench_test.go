@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 // setting each: LONGHAUL_BENCH_SCANS, LONGHAUL_BENCH_PER_SCAN,
 // LONGHAUL_BENCH_BIG_SCANS, LONGHAUL_BENCH_INSIGHTS (per big scan),
 // LONGHAUL_BENCH_CONCURRENCY, LONGHAUL_BENCH_POOL, LONGHAUL_BENCH_SAMPLE,
-// LONGHAUL_BENCH_RTT (a duration).
+// LONGHAUL_BENCH_RTT (a duration), LONGHAUL_BENCH_STRATEGIES (a
+// comma-separated list).
 //
 //	go test -run '^$' -bench BenchmarkWritepath -benchtime 1x ./bench/writepath/
 //	LONGHAUL_BENCH_MIXED=1 go test -run '^$' -bench BenchmarkWritepath -benchtime 1x -timeout 30m ./bench/writepath/
@@ -49,6 +51,9 @@ func BenchmarkWritepath(b *testing.B) {
 			b.Fatalf("LONGHAUL_BENCH_RTT: %v", err)
 		}
 		cfg.RTT = d
+	}
+	if v := os.Getenv("LONGHAUL_BENCH_STRATEGIES"); v != "" {
+		cfg.Strategies = strings.Split(v, ",")
 	}
 	cfg.DatabaseURL = pgtest.Database(b)
 	var res Result
