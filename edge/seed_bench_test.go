@@ -3,12 +3,14 @@ package edge
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -17,6 +19,7 @@ import (
 	"github.com/longhaul/longhaul/internal/pgtest"
 	"github.com/longhaul/longhaul/internal/wan"
 	"github.com/longhaul/longhaul/primary"
+	"github.com/longhaul/longhaul/pushclient"
 )
 
 // BenchmarkSeedSituation: a checker 80 ms away from PostgreSQL writes one
@@ -35,46 +38,48 @@ import (
 //
 // A second case is many small scans (200 of 50 insights, one after the
 // other): there the seed's round trips, not the rows, cost the time.
+//
+// A third case is the big scan as checkers run it: its insights are found
+// evenly over a scan time (LONGHAUL_BENCH_SCAN_TIME, default 30s), in 100
+// steps. The direct checker gathers them and writes them in one call at
+// the end of the scan (holding a pooled connection across the link for
+// the whole scan would starve the other checkers); the edge's checker
+// writes each step's insights as it finds them through a
+// pushclient.Writer and closes it at the end. Blocked is the time in
+// write calls (the Writer's Write and Close), visible is from the scan's
+// start.
 func BenchmarkSeedSituation(b *testing.B) {
 	n := 500000
 	if s, err := strconv.Atoi(os.Getenv("LONGHAUL_BENCH_INSIGHTS")); err == nil && s > 0 {
 		n = s
 	}
+	scanTime := 30 * time.Second
+	if v := os.Getenv("LONGHAUL_BENCH_SCAN_TIME"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			b.Fatalf("LONGHAUL_BENCH_SCAN_TIME=%q: want a positive duration", v)
+		}
+		scanTime = d
+	}
 	b.Run(fmt.Sprintf("scans=1x%d", n), func(b *testing.B) { benchSeed(b, 1, n) })
 	b.Run("scans=200x50", func(b *testing.B) { benchSeed(b, 200, 50) })
+	b.Run(fmt.Sprintf("scans=1x%d,found-over=%s", n, scanTime), func(b *testing.B) { benchSeedScanning(b, n, scanTime) })
 }
+
+// seedRTT is the round trip between the checker's region and PostgreSQL's.
+const seedRTT = 80 * time.Millisecond
 
 func benchSeed(b *testing.B, scans, perScan int) {
 	n := scans * perScan
-	const rtt = 80 * time.Millisecond
 	ctx := context.Background()
 	observed := time.Now().Add(-time.Minute)
 	rows := primary.Synthetic(n, 0, 200, observed, "scan-seed")
 
 	// direct: the applier in the checker's region, PostgreSQL across the link.
-	directURL := pgtest.URL(b)
-	cfg, err := pgxpool.ParseConfig(directURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pgLink := wan.New(b, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
-	pgLink.SetRTT(rtt)
-	host, port, _ := net.SplitHostPort(pgLink.Addr())
-	p, _ := strconv.Atoi(port)
-	cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.MaxConns = host, uint16(p), 4
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	conn, err := pool.Acquire(ctx) // connected outside the clock
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Release()
+	conn := seedDirectConn(b)
 	start := time.Now()
 	for i := range scans {
-		if err := primary.WriteDirect(ctx, conn.Conn(), rows[i*perScan:(i+1)*perScan], primary.DefaultCopyThreshold); err != nil {
+		if err := primary.WriteDirect(ctx, conn, rows[i*perScan:(i+1)*perScan], primary.DefaultCopyThreshold); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -82,17 +87,8 @@ func benchSeed(b *testing.B, scans, perScan int) {
 	directVisible := directBlocked // committed when the call returns
 
 	// longhaul: the edge beside the checker, the link between edge and primary.
-	lhURL := pgtest.URL(b)
-	prim := startPrimary(b, lhURL, "127.0.0.1:0")
-	shipLink := wan.New(b, prim.Addr())
-	shipLink.SetRTT(rtt)
-	s := startSystemTBWith(b, Config{Primary: shipLink.Addr()}, lhURL)
-	ins := make([]*longhaulv1.Insight, n)
-	for i, r := range rows {
-		details, _ := structpb.NewStruct(map[string]any{"id": float64(i), "days_left": float64(i % 90), "note": string(r.Details[len(r.Details)-150 : len(r.Details)-3])})
-		ins[i] = &longhaulv1.Insight{AccountId: r.AccountId, Asset: r.Asset, Kind: r.Kind, Subject: r.Subject, Severity: r.Severity,
-			Details: details, ObservedAt: timestamppb.New(observed), ScanId: r.ScanId, Checker: r.Checker}
-	}
+	s := seedEdge(b)
+	ins := seedInsights(rows, observed)
 	b.ResetTimer()
 	start = time.Now()
 	for i := range scans {
@@ -117,16 +113,7 @@ func benchSeed(b *testing.B, scans, perScan int) {
 		}
 	}
 	lhBlocked := time.Since(start)
-	for {
-		var c int
-		if err := s.db.QueryRow(ctx, `SELECT count(*) FROM insights`).Scan(&c); err != nil {
-			b.Fatal(err)
-		}
-		if c == n {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	seedVisible(b, s, n)
 	lhVisible := time.Since(start)
 	b.StopTimer()
 
@@ -136,5 +123,137 @@ func benchSeed(b *testing.B, scans, perScan int) {
 	b.ReportMetric(lhVisible.Seconds(), "longhaul-visible-s")
 	b.ReportMetric(directBlocked.Seconds()/lhBlocked.Seconds(), "blocked-ratio")
 	fmt.Printf("\n%d scans of %d insights, %v RTT: checker blocked %.2fs direct vs %.2fs through an edge (%.1fx less); all visible after %.2fs direct vs %.2fs\n",
-		scans, perScan, rtt, directBlocked.Seconds(), lhBlocked.Seconds(), directBlocked.Seconds()/lhBlocked.Seconds(), directVisible.Seconds(), lhVisible.Seconds())
+		scans, perScan, seedRTT, directBlocked.Seconds(), lhBlocked.Seconds(), directBlocked.Seconds()/lhBlocked.Seconds(), directVisible.Seconds(), lhVisible.Seconds())
+}
+
+// benchSeedScanning is the seed's big scan found over scanTime: direct
+// writes it in one call at the end, the edge's checker streams it through
+// a pushclient.Writer as it is found.
+func benchSeedScanning(b *testing.B, n int, scanTime time.Duration) {
+	const steps = 100
+	ctx := context.Background()
+	observed := time.Now().Add(-time.Minute)
+	rows := primary.Synthetic(n, 0, 200, observed, "scan-seed")
+	// scan sleeps through the scan's steps, calling found with each step's
+	// insights [lo, hi) once found; the time found takes delays the rest of
+	// the scan (a checker's loop) and is returned as blocked.
+	scan := func(found func(lo, hi int) error) (blocked time.Duration) {
+		start := time.Now()
+		for k := range steps {
+			time.Sleep(time.Until(start.Add(blocked + scanTime*time.Duration(k+1)/steps)))
+			t := time.Now()
+			if err := found(k*n/steps, (k+1)*n/steps); err != nil {
+				b.Fatal(err)
+			}
+			blocked += time.Since(t)
+		}
+		return blocked
+	}
+
+	// direct: gathers the rows as the scan finds them, one call at the end.
+	conn := seedDirectConn(b)
+	start := time.Now()
+	scan(func(int, int) error { return nil })
+	t := time.Now()
+	if err := primary.WriteDirect(ctx, conn, rows, primary.DefaultCopyThreshold); err != nil {
+		b.Fatal(err)
+	}
+	directBlocked := time.Since(t)
+	directVisible := time.Since(start) // committed when the call returns
+
+	// longhaul: each step's insights written as found, to the edge beside
+	// the checker.
+	s := seedEdge(b)
+	ins := seedInsights(rows, observed)
+	client, err := pushclient.New(pushclient.Config{Edges: []string{s.edge.Addr()}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	b.ResetTimer()
+	start = time.Now()
+	w := client.NewWriter(pushclient.WriterConfig{SegmentInsights: max(1, n/steps)})
+	lhBlocked := scan(func(lo, hi int) error { return w.Write(ctx, ins[lo:hi]...) })
+	t = time.Now()
+	if _, err := w.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+	lhClose := time.Since(t)
+	lhBlocked += lhClose
+	seedVisible(b, s, n)
+	lhVisible := time.Since(start)
+	b.StopTimer()
+
+	b.ReportMetric(directBlocked.Seconds(), "direct-blocked-s")
+	b.ReportMetric(directVisible.Seconds(), "direct-visible-s")
+	b.ReportMetric(lhBlocked.Seconds(), "longhaul-blocked-s")
+	b.ReportMetric(lhClose.Seconds(), "longhaul-close-s")
+	b.ReportMetric(lhVisible.Seconds(), "longhaul-visible-s")
+	b.ReportMetric(directBlocked.Seconds()/lhBlocked.Seconds(), "blocked-ratio")
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	fmt.Printf("\n1 scan of %d insights found over %v, %v RTT: checker blocked %v direct (one call at the end) vs %v streaming to an edge "+
+		"(%.1fx less; %v of it in Close); all visible %v after the scan's start direct vs %v\n",
+		n, scanTime, seedRTT, ms(directBlocked), ms(lhBlocked), directBlocked.Seconds()/lhBlocked.Seconds(), ms(lhClose),
+		ms(directVisible), ms(lhVisible))
+}
+
+// seedDirectConn is a connection to a database of its own across a link
+// of seedRTT, made outside the clock, closed when b ends.
+func seedDirectConn(b *testing.B) *pgx.Conn {
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(pgtest.URL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pgLink := wan.New(b, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	pgLink.SetRTT(seedRTT)
+	host, port, _ := net.SplitHostPort(pgLink.Addr())
+	p, _ := strconv.Atoi(port)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.MaxConns = host, uint16(p), 4
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(conn.Release)
+	return conn.Conn()
+}
+
+// seedEdge is an edge beside the checker shipping to a primary, on a
+// database of its own, across a link of seedRTT.
+func seedEdge(b *testing.B) *system {
+	url := pgtest.URL(b)
+	prim := startPrimary(b, url, "127.0.0.1:0")
+	shipLink := wan.New(b, prim.Addr())
+	shipLink.SetRTT(seedRTT)
+	return startSystemTBWith(b, Config{Primary: shipLink.Addr()}, url)
+}
+
+// seedInsights are rows as a checker pushes them to an edge.
+func seedInsights(rows []*longhaulv1.BatchInsight, observed time.Time) []*longhaulv1.Insight {
+	ins := make([]*longhaulv1.Insight, len(rows))
+	for i, r := range rows {
+		details, _ := structpb.NewStruct(map[string]any{"id": float64(i), "days_left": float64(i % 90), "note": string(r.Details[len(r.Details)-150 : len(r.Details)-3])})
+		ins[i] = &longhaulv1.Insight{AccountId: r.AccountId, Asset: r.Asset, Kind: r.Kind, Subject: r.Subject, Severity: r.Severity,
+			Details: details, ObservedAt: timestamppb.New(observed), ScanId: r.ScanId, Checker: r.Checker}
+	}
+	return ins
+}
+
+// seedVisible waits until s's database holds n insights.
+func seedVisible(b *testing.B, s *system, n int) {
+	for {
+		var c int
+		if err := s.db.QueryRow(context.Background(), `SELECT count(*) FROM insights`).Scan(&c); err != nil {
+			b.Fatal(err)
+		}
+		if c == n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -53,6 +53,20 @@
 // request (the BadRequest indexes that request). Edges that predate those
 // details are understood from their messages.
 //
+// # Writing while a scan goes on
+//
+// Push takes a scan's insights once they are all found. A Writer
+// (Client.NewWriter) takes them as they are found: Write gathers them and
+// pushes each segment of WriterConfig.SegmentInsights in the background,
+// with Push's retries and failover, at most WriterConfig.Window segments
+// at once, and waits only when that many are under way; Close pushes the
+// rest and returns once every segment is acknowledged. Nothing is durable
+// until acknowledged, and Close returning nil means everything written is.
+// Segments may be acknowledged out of order, which last-writer-wins on
+// observed_at makes harmless. A checker beside an edge that acknowledges
+// in milliseconds is thus blocked, for a scan of minutes, about as long as
+// its last segments take.
+//
 // # Edges and connections
 //
 // A Picker chooses the edge of each attempt (by default an OrderedPicker:
@@ -77,5 +91,7 @@
 // A Client is safe for concurrent use. Each call sends its streams one
 // after another; run calls concurrently for more throughput. A Push or
 // Complete under way when Close is called returns ErrClosed; no goroutine
-// of the client outlives Close and the calls under way.
+// of the client outlives Close and the calls under way. A Writer is for
+// one goroutine (one scan); several may share a Client. No goroutine of a
+// Writer outlives its Close.
 package pushclient

@@ -23,8 +23,9 @@ var ErrClosed = errors.New("pushclient: client closed")
 // would be refused again. status.Code reports InvalidArgument for it.
 type InputError struct {
 	// Index is the position of the insight at fault in the slice given to
-	// Push, or -1 when the problem is not with one insight (or could not be
-	// told from the edge's answer).
+	// Push (for a Writer: among all the insights given to its Write calls,
+	// the first being 0), or -1 when the problem is not with one insight
+	// (or could not be told from the edge's answer).
 	Index int
 	// Field is the path of the field at fault, with Index as the insight's
 	// index: "insights[2503].kind", "completion.scan_id". Empty when the

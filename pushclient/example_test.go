@@ -44,3 +44,33 @@ func ExampleClient_Push() {
 		log.Fatal(err)
 	}
 }
+
+// A checker whose scan finds insights over minutes hands them over as it
+// finds them: by the end of the scan most are durable already, and Close
+// waits only for the last segments.
+func ExampleClient_NewWriter() {
+	c, err := pushclient.New(pushclient.Config{Edges: []string{"edge-a.eu:7300", "edge-b.eu:7300"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	found := make(chan *longhaulv1.Insight) // the scan's findings, closed at its end
+
+	started := time.Now()
+	w := c.NewWriter(pushclient.WriterConfig{})
+	for in := range found {
+		if err := w.Write(ctx, in); err != nil {
+			break // the Writer failed: Close says why, and what is durable
+		}
+	}
+	res, err := w.Close(ctx) // nil: every insight written is durable
+	if err != nil {
+		log.Fatalf("%d insights durable: %v", res.Accepted, err)
+	}
+	err = c.Complete(ctx, &longhaulv1.ScanCompletion{ScanId: "scan-1", AccountId: "acme", Asset: "www.example.com",
+		Checker: "tls", InsightCount: int64(res.Accepted), StartedAt: timestamppb.New(started)})
+	if err != nil {
+		log.Fatal(err)
+	}
+}

@@ -23,7 +23,8 @@ type Result struct {
 	// refusing the rest as over this client's rate; always a prefix of
 	// Push's slice. It is the slice's length when Push returns nil. (After
 	// an InputError, the chunks of the failed stream before the bad one
-	// may be durable too.)
+	// may be durable too.) For a Writer, a prefix of the insights in the
+	// order written (see Writer.Close).
 	Accepted int
 	// Streams is the number of acknowledged PushStream calls.
 	Streams int
@@ -64,11 +65,17 @@ var errNoProgress = errors.New("pushclient: no progress")
 // Once ctx ends it returns an error wrapping ctx.Err(). A nil insight is
 // an InputError; no insights is a no-op. insights must not change until
 // Push returns.
-func (c *Client) Push(ctx context.Context, insights []*longhaulv1.Insight) (res Result, err error) {
+func (c *Client) Push(ctx context.Context, insights []*longhaulv1.Insight) (Result, error) {
+	return c.push(ctx, insights, 0)
+}
+
+// push is Push of insights that start at index base of what the caller
+// counts in (a Writer's segment): its errors name insights from there.
+func (c *Client) push(ctx context.Context, insights []*longhaulv1.Insight, base int) (res Result, err error) {
 	start := time.Now()
 	defer func() { c.observe("Push", start, err) }()
 	if i := slices.Index(insights, nil); i >= 0 {
-		return res, clientInputError(fmt.Sprintf("insights[%d]", i), i, "must not be null")
+		return res, clientInputError(fmt.Sprintf("insights[%d]", base+i), base+i, "must not be null")
 	}
 	cl := &call{method: "PushStream"}
 	for off := 0; off < len(insights); off += c.cfg.StreamInsights {
@@ -95,7 +102,7 @@ func (c *Client) Push(ctx context.Context, insights []*longhaulv1.Insight) (res 
 		if err != nil {
 			res.Accepted += sent
 			if permanent {
-				return res, c.refused(cl, edge, err, seg[sent:], off+sent)
+				return res, c.refused(cl, edge, err, seg[sent:], base+off+sent)
 			}
 			return res, err
 		}
@@ -179,7 +186,8 @@ func (c *Client) Complete(ctx context.Context, completion *longhaulv1.ScanComple
 
 // refused is the error of a call an edge answered with an error sending
 // again would not cure. seg is the stream's insights, and offset the index
-// in Push's slice of its first one (nil and 0 for a completion).
+// of its first one in Push's slice, or among a Writer's insights (nil and 0
+// for a completion).
 func (c *Client) refused(cl *call, edge string, err error, seg []*longhaulv1.Insight, offset int) error {
 	switch status.Code(err) {
 	case codes.InvalidArgument:

@@ -20,8 +20,8 @@ import (
 // setting each: LONGHAUL_BENCH_SCANS, LONGHAUL_BENCH_PER_SCAN,
 // LONGHAUL_BENCH_BIG_SCANS, LONGHAUL_BENCH_INSIGHTS (per big scan),
 // LONGHAUL_BENCH_CONCURRENCY, LONGHAUL_BENCH_POOL, LONGHAUL_BENCH_SAMPLE,
-// LONGHAUL_BENCH_RTT (a duration), LONGHAUL_BENCH_STRATEGIES (a
-// comma-separated list).
+// LONGHAUL_BENCH_RTT, LONGHAUL_BENCH_SCAN_TIME, LONGHAUL_BENCH_BIG_SCAN_TIME
+// (durations), LONGHAUL_BENCH_STRATEGIES (a comma-separated list).
 //
 //	go test -run '^$' -bench BenchmarkWritepath -benchtime 1x ./bench/writepath/
 //	LONGHAUL_BENCH_MIXED=1 go test -run '^$' -bench BenchmarkWritepath -benchtime 1x -timeout 30m ./bench/writepath/
@@ -45,12 +45,16 @@ func BenchmarkWritepath(b *testing.B) {
 			*field = n
 		}
 	}
-	if v := os.Getenv("LONGHAUL_BENCH_RTT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			b.Fatalf("LONGHAUL_BENCH_RTT: %v", err)
+	for env, field := range map[string]*time.Duration{
+		"LONGHAUL_BENCH_RTT": &cfg.RTT, "LONGHAUL_BENCH_SCAN_TIME": &cfg.ScanTime, "LONGHAUL_BENCH_BIG_SCAN_TIME": &cfg.BigScanTime,
+	} {
+		if v := os.Getenv(env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				b.Fatalf("%s: %v", env, err)
+			}
+			*field = d
 		}
-		cfg.RTT = d
 	}
 	if v := os.Getenv("LONGHAUL_BENCH_STRATEGIES"); v != "" {
 		cfg.Strategies = strings.Split(v, ",")
@@ -65,6 +69,7 @@ func BenchmarkWritepath(b *testing.B) {
 	}
 	for _, s := range res.Strategies() {
 		b.ReportMetric(s.BlockedSeconds, s.Name+"-blocked-s")
+		b.ReportMetric(s.BlockedShare, s.Name+"-blocked-share")
 		b.ReportMetric(s.VisibleSeconds, s.Name+"-visible-s")
 		b.ReportMetric(s.ScansPerSecond, s.Name+"-scans/s")
 		b.ReportMetric(s.PushP99Seconds, s.Name+"-push-p99-s")

@@ -9,15 +9,20 @@ import (
 	"time"
 )
 
-// call is one scan's write call, in time since the workload started.
-type call struct{ start, end time.Duration }
+// call is one scan on its checker: when the checker took it and when its
+// last write call returned, in time since the workload started, and how
+// long the checker was blocked in write calls meanwhile (the rest it spent
+// scanning).
+type call struct{ start, end, blocked time.Duration }
 
 // runCheckers runs the workload's scans on concurrency checkers: each takes
-// the next scan when its write call returns, as a checker takes the next
-// job. It returns every scan's call, by scan, and the first error (which
-// stops the others). done is told the insights of each scan written.
+// the next scan when the last write call of its previous one returns, as a
+// checker takes the next job. work runs scan i (scanning and writing) and
+// returns the time it was blocked in write calls. runCheckers returns
+// every scan's call, by scan, and the first error (which stops the
+// others). done is told the insights of each scan written.
 func runCheckers(ctx context.Context, t0 time.Time, concurrency int, scans []scan,
-	write func(ctx context.Context, i int) error, done func(insights int)) ([]call, error) {
+	work func(ctx context.Context, i int) (blocked time.Duration, err error), done func(insights int)) ([]call, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	calls := make([]call, len(scans))
@@ -35,8 +40,8 @@ func runCheckers(ctx context.Context, t0 time.Time, concurrency int, scans []sca
 					return
 				}
 				start := time.Since(t0)
-				err := write(ctx, i)
-				calls[i] = call{start: start, end: time.Since(t0)}
+				blocked, err := work(ctx, i)
+				calls[i] = call{start: start, end: time.Since(t0), blocked: blocked}
 				if err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					return
@@ -52,19 +57,92 @@ func runCheckers(ctx context.Context, t0 time.Time, concurrency int, scans []sca
 	return calls, ctx.Err()
 }
 
+// Pace of a big scan's findings: a step every scanStep of its scan time,
+// but no more than maxScanSteps steps (each then 1 % of the scan).
+const (
+	scanStep     = 100 * time.Millisecond
+	maxScanSteps = 100
+)
+
+// scanTime is how long scan s scans: Config.ScanTime for a small one,
+// Config.BigScanTime for a big one.
+func (c Config) scanTime(s scan) time.Duration {
+	if s.big {
+		return c.BigScanTime
+	}
+	return c.ScanTime
+}
+
+// scanSteps is how many steps scan s finds its insights in: one, at the
+// end of its scan time, for a small scan; for a big one a step every
+// scanStep, no more than maxScanSteps, nor than its insights.
+func (c Config) scanSteps(s scan) int {
+	if !s.big || c.BigScanTime <= 0 {
+		return 1
+	}
+	return max(1, min(int((c.BigScanTime+scanStep-1)/scanStep), maxScanSteps, s.n))
+}
+
+// scanning scans s as a checker does: for Config.scanTime(s), in
+// Config.scanSteps(s) equal steps, each ending with its part of the
+// insights found (indices lo to hi in the scan). found, unless nil, is
+// called with each part as soon as it is found, and the time it takes is
+// returned as blocked: it does not count as scanning, it delays the rest
+// of the scan, as a write call in a checker's loop does.
+func (r *runner) scanning(ctx context.Context, s scan, found func(ctx context.Context, lo, hi int) error) (blocked time.Duration, err error) {
+	d, steps := r.cfg.scanTime(s), r.cfg.scanSteps(s)
+	start := time.Now()
+	for k := range steps {
+		// Paced from the start, not step by step, so that timer slack does
+		// not add up over a long scan.
+		if err := sleepUntil(ctx, start.Add(blocked+d*time.Duration(k+1)/time.Duration(steps))); err != nil {
+			return blocked, err
+		}
+		if found == nil {
+			continue
+		}
+		t := time.Now()
+		err := found(ctx, k*s.n/steps, (k+1)*s.n/steps)
+		blocked += time.Since(t)
+		if err != nil {
+			return blocked, err
+		}
+	}
+	return blocked, nil
+}
+
+// sleepUntil waits until t, or returns ctx's error once it ends.
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // figures computes a strategy's figures from its calls; visible is when
 // every row was visible, since the start.
 func figures(s *Strategy, calls []call, visible time.Duration) {
 	lat := make([]float64, len(calls))
-	var blocked, last time.Duration
+	var blocked, busy, last time.Duration
 	for i, c := range calls {
-		blocked += c.end - c.start
+		blocked += c.blocked
+		busy += c.end - c.start
 		last = max(last, c.end)
-		lat[i] = (c.end - c.start).Seconds()
+		lat[i] = c.blocked.Seconds()
 	}
 	slices.Sort(lat)
 	s.Scans = len(calls)
 	s.BlockedSeconds = blocked.Seconds()
+	s.CheckerSeconds = busy.Seconds()
+	s.BlockedShare = ratio(blocked.Seconds(), busy.Seconds())
 	s.WriteSeconds = last.Seconds()
 	s.VisibleSeconds = visible.Seconds()
 	s.ScansPerSecond = ratio(float64(len(calls)), last.Seconds())

@@ -40,8 +40,21 @@ type Config struct {
 	// small scans of 50, one big scan of 500,000 (Mixed: 2,000 small ones).
 	Scans, PerScan     int
 	BigScans, Insights int
-	// Concurrency is the number of checkers writing at once; each takes the
-	// next scan when its write call returns. Default 32.
+	// ScanTime is how long each small scan scans before it has its
+	// insights, all at once, and makes its write call. Default 0: the
+	// checkers only write.
+	ScanTime time.Duration
+	// BigScanTime is how long each big scan scans: it finds its insights
+	// evenly over that time, in steps (one every 100ms, at most 100 of
+	// them). per_row and direct write them all in one call at the end of
+	// the scan; longhaul's checker writes each step's insights as it finds
+	// them, through a pushclient.Writer, and closes the Writer at the end.
+	// Default 0: the insights are all there at once, and every strategy
+	// makes its one write call.
+	BigScanTime time.Duration
+	// Concurrency is the number of checkers at once; each takes the next
+	// scan when the last write call of its previous scan returns. Default
+	// 32.
 	Concurrency int
 	// Pool is the number of database connections: direct's and per_row's
 	// pool across the link, and the primary's pool beside the database in
@@ -79,6 +92,8 @@ func Default() Config {
 		PerScan:       50,
 		BigScans:      1,
 		Insights:      500_000,
+		ScanTime:      0,
+		BigScanTime:   0,
 		Concurrency:   32,
 		Pool:          8,
 		Sample:        2000,
@@ -110,6 +125,8 @@ func (c Config) validate() error {
 		}
 	}
 	check(c.RTT >= 0, "RTT must not be negative, got %s", c.RTT)
+	check(c.ScanTime >= 0, "ScanTime must not be negative, got %s", c.ScanTime)
+	check(c.BigScanTime >= 0, "BigScanTime must not be negative, got %s", c.BigScanTime)
 	check(c.Scans >= 0, "Scans must not be negative, got %d", c.Scans)
 	check(c.BigScans >= 0, "BigScans must not be negative, got %d", c.BigScans)
 	check(c.Scans+c.BigScans > 0, "no scans to write: Scans and BigScans are both 0")

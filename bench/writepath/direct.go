@@ -9,11 +9,12 @@ import (
 	"github.com/longhaul/longhaul/primary"
 )
 
-// direct is the seed's fix: each scan's insights in one call, UNNEST below
-// the threshold and COPY from it (primary.WriteDirect), straight across the
-// link from a pool of Pool connections shared by the checkers. A call is
-// committed when it returns, so the last row is visible when the last call
-// returns.
+// direct is the seed's fix: each scan's insights in one call at the end of
+// the scan, UNNEST below the threshold and COPY from it
+// (primary.WriteDirect), straight across the link from a pool of Pool
+// connections shared by the checkers. A call is committed when it returns,
+// so the last row is visible when the last call returns. The checker is
+// blocked for the call, the wait for a connection included.
 func (r *runner) direct(ctx context.Context) (*Strategy, error) {
 	schema, schemaURL, err := r.srv.newSchema(ctx, Direct)
 	if err != nil {
@@ -32,17 +33,21 @@ func (r *runner) direct(ctx context.Context) (*Strategy, error) {
 		rows[i] = batchRows(s, r.cfg, r.observed)
 	}
 	r.progress.start("direct: writing across the link", int(r.cfg.Rows()))
-	calls, err := runCheckers(ctx, time.Now(), r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) error {
+	calls, err := runCheckers(ctx, time.Now(), r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) (time.Duration, error) {
+		if _, err := r.scanning(ctx, r.scans[i], nil); err != nil {
+			return 0, err
+		}
+		start := time.Now()
 		conn, err := pool.Acquire(ctx) // the wait for a connection counts
 		if err != nil {
-			return err
+			return time.Since(start), err
 		}
 		defer conn.Release()
 		if err := primary.WriteDirect(ctx, conn.Conn(), rows[i], r.cfg.CopyThreshold); err != nil {
-			return fmt.Errorf("scan %s: %w", r.scans[i].id, err)
+			return time.Since(start), fmt.Errorf("scan %s: %w", r.scans[i].id, err)
 		}
 		rows[i] = nil // written: the services in this process need not carry it through their GCs
-		return nil
+		return time.Since(start), nil
 	}, r.progress.add)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package writepath
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,11 +23,18 @@ const (
 )
 
 // longhaul is longhaul: the checkers push each scan with a push client
-// (one Push per scan, as a checker does: PushStream, in streams of 50,000
-// insights) to an edge beside them, which acknowledges once the insights
-// are in its WAL and ships them across the link to the primary beside
-// PostgreSQL, whose pool has Pool connections. The rows are visible when
-// count(*) on the insights table says so.
+// to an edge beside them, which acknowledges once the insights are in its
+// WAL and ships them across the link to the primary beside PostgreSQL,
+// whose pool has Pool connections. A small scan, and a big one whose
+// insights are there all at once (BigScanTime 0), is one Push at the end
+// of the scan (PushStream, in streams of 50,000 insights): the checker is
+// blocked for the Push. A big scan that finds its insights over
+// BigScanTime writes each step's insights as it finds them through a
+// pushclient.Writer (a segment per step, 5,000 insights at most, pushed in
+// the background, 3 at most under way), and closes it at the end of the
+// scan: the checker is blocked inside Write (only while the window is
+// full) and Close (the last segments' acknowledgements). The rows are
+// visible when count(*) on the insights table says so.
 func (r *runner) longhaul(ctx context.Context) (*Strategy, error) {
 	ins := make([][]*longhaulv1.Insight, len(r.scans))
 	for i, s := range r.scans {
@@ -75,12 +83,33 @@ func (r *runner) longhaul(ctx context.Context) (*Strategy, error) {
 
 	r.progress.start("longhaul: pushing to the edge", int(r.cfg.Rows()))
 	t0 := time.Now()
-	calls, err := runCheckers(ctx, t0, r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) error {
-		if _, err := client.Push(ctx, ins[i]); err != nil {
-			return fmt.Errorf("scan %s: %w", r.scans[i].id, err)
+	calls, err := runCheckers(ctx, t0, r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) (time.Duration, error) {
+		s := r.scans[i]
+		defer func() { ins[i] = nil }() // pushed: the edge and the primary in this process need not carry it through their GCs
+		if !s.big || r.cfg.BigScanTime == 0 {
+			if _, err := r.scanning(ctx, s, nil); err != nil {
+				return 0, err
+			}
+			start := time.Now()
+			if _, err := client.Push(ctx, ins[i]); err != nil {
+				return time.Since(start), fmt.Errorf("scan %s: %w", s.id, err)
+			}
+			return time.Since(start), nil
 		}
-		ins[i] = nil // pushed: the edge and the primary in this process need not carry it through their GCs
-		return nil
+		// A segment per step (5,000 at most): each step's insights go as
+		// soon as they are found.
+		steps := r.cfg.scanSteps(s)
+		w := client.NewWriter(pushclient.WriterConfig{SegmentInsights: min(pushclient.DefaultSegmentInsights, (s.n+steps-1)/steps)})
+		blocked, err := r.scanning(ctx, s, func(ctx context.Context, lo, hi int) error {
+			return w.Write(ctx, ins[i][lo:hi]...)
+		})
+		start := time.Now()
+		_, closeErr := w.Close(ctx) // after an error too: it ends the Writer's pushes
+		blocked += time.Since(start)
+		if err = cmp.Or(err, closeErr); err != nil {
+			return blocked, fmt.Errorf("scan %s: %w", s.id, err)
+		}
+		return blocked, nil
 	}, r.progress.add)
 	if err != nil {
 		return nil, err

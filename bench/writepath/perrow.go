@@ -3,6 +3,7 @@ package writepath
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,12 +15,13 @@ import (
 	"github.com/longhaul/longhaul/primary"
 )
 
-// perRow is the seed's original design: each scan's insights in one call,
-// one INSERT … ON CONFLICT per insight in a transaction (BEGIN, a
-// statement per row, COMMIT: a round trip each), from the same pool across
-// the link as direct. When the workload has more rows than Config.Sample,
-// only a sample is written and the figures are extrapolated (simulate);
-// otherwise the workload runs for real, as direct's does.
+// perRow is the seed's original design: each scan's insights in one call
+// at the end of the scan, one INSERT … ON CONFLICT per insight in a
+// transaction (BEGIN, a statement per row, COMMIT: a round trip each),
+// from the same pool across the link as direct. When the workload has more
+// rows than Config.Sample, only a sample is written and the figures are
+// extrapolated (simulate: the write's time from the sample, the scan time
+// as configured); otherwise the workload runs for real, as direct's does.
 func (r *runner) perRow(ctx context.Context) (*Strategy, error) {
 	schema, schemaURL, err := r.srv.newSchema(ctx, PerRow)
 	if err != nil {
@@ -55,16 +57,20 @@ func (r *runner) perRowMeasured(ctx context.Context, pool *pgxpool.Pool) (*Strat
 		rows[i] = batchRows(s, r.cfg, r.observed)
 	}
 	r.progress.start("per_row: writing across the link", int(r.cfg.Rows()))
-	calls, err := runCheckers(ctx, time.Now(), r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) error {
+	calls, err := runCheckers(ctx, time.Now(), r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) (time.Duration, error) {
+		if _, err := r.scanning(ctx, r.scans[i], nil); err != nil {
+			return 0, err
+		}
+		start := time.Now()
 		conn, err := pool.Acquire(ctx)
 		if err != nil {
-			return err
+			return time.Since(start), err
 		}
 		defer conn.Release()
 		if err := writePerRow(ctx, conn.Conn(), rows[i], func(time.Duration) {}); err != nil {
-			return fmt.Errorf("scan %s: %w", r.scans[i].id, err)
+			return time.Since(start), fmt.Errorf("scan %s: %w", r.scans[i].id, err)
 		}
-		return nil
+		return time.Since(start), nil
 	}, r.progress.add)
 	if err != nil {
 		return nil, err
@@ -135,7 +141,7 @@ func (r *runner) perRowSampled(ctx context.Context, pool *pgxpool.Pool) (*Strate
 	sample := &Sample{Rows: n, Statements: int(statements.Load()), Seconds: time.Since(start).Seconds()}
 	stmt := time.Duration(spent.Load() / statements.Load())
 	sample.StatementSeconds = stmt.Seconds()
-	calls := simulate(r.scans, r.cfg.Concurrency, r.cfg.Pool, stmt)
+	calls := simulate(r.scans, r.cfg.Concurrency, r.cfg.Pool, stmt, r.cfg.scanTime)
 	st := &Strategy{Extrapolated: true, Sample: sample}
 	figures(st, calls, lastEnd(calls))
 	return st, nil
@@ -170,24 +176,60 @@ func writePerRow(ctx context.Context, conn *pgx.Conn, rows []*longhaulv1.BatchIn
 }
 
 // simulate replays the workload on a model of per_row: concurrency
-// checkers take the scans in order, as runCheckers does; each call waits
-// for the first of pool connections to be free (first come, first served),
-// and holds it for one statement per row plus BEGIN and COMMIT, stmt each.
-// It returns the calls as runCheckers would have timed them.
-func simulate(scans []scan, concurrency, pool int, stmt time.Duration) []call {
-	checkers := make([]time.Duration, min(concurrency, len(scans))) // when each is free
-	conns := make([]time.Duration, pool)
+// checkers take the scans in order, as runCheckers does; each scans for
+// scanTime of its scan (as given: the model does not extrapolate it), then
+// asks for a connection; requests are served first come, first served, by
+// the first of pool connections to be free, which the call holds for one
+// statement per row plus BEGIN and COMMIT, stmt each. The checker is
+// blocked from its request to the call's end. simulate returns the calls
+// as runCheckers would have timed them.
+func simulate(scans []scan, concurrency, pool int, stmt time.Duration, scanTime func(scan) time.Duration) []call {
+	type request struct {
+		ask     time.Duration
+		scan    int
+		checker int
+	}
+	free := make([]time.Duration, min(concurrency, len(scans))) // when each idle checker is free
+	idle := make([]bool, len(free))
+	for c := range idle {
+		idle[c] = true
+	}
+	conns := make([]time.Duration, pool) // when each is free
 	calls := make([]call, len(scans))
-	for i, s := range scans {
-		// The checker free first asks next; requests thus come in time
-		// order, and the connection free first serves it.
-		c := argmin(checkers)
-		k := argmin(conns)
-		ask := checkers[c]
-		begin := max(ask, conns[k])
-		end := begin + time.Duration(s.n+2)*stmt
-		conns[k], checkers[c] = end, end
-		calls[i] = call{start: ask, end: end}
+	var pending []request // asked, not yet served, in the order asked
+	next := 0
+	for served := 0; served < len(scans); {
+		// The idle checker free first takes the next scan, unless a request
+		// was made before it is free: no request made later can come
+		// before that one, so it is served now.
+		c := -1
+		for i := range free {
+			if idle[i] && (c < 0 || free[i] < free[c]) {
+				c = i
+			}
+		}
+		if len(pending) > 0 && (next == len(scans) || c < 0 || pending[0].ask <= free[c]) {
+			rq := pending[0]
+			pending = pending[1:]
+			k := argmin(conns)
+			end := max(rq.ask, conns[k]) + time.Duration(scans[rq.scan].n+2)*stmt
+			conns[k] = end
+			calls[rq.scan].end, calls[rq.scan].blocked = end, end-rq.ask
+			free[rq.checker], idle[rq.checker] = end, true
+			served++
+			continue
+		}
+		rq := request{ask: free[c] + scanTime(scans[next]), scan: next, checker: c}
+		calls[next].start = free[c]
+		idle[c] = false
+		next++
+		// In the order asked; a scan taken later asks no earlier unless it
+		// scans for less.
+		at := len(pending)
+		for at > 0 && pending[at-1].ask > rq.ask {
+			at--
+		}
+		pending = slices.Insert(pending, at, rq)
 	}
 	return calls
 }

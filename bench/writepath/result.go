@@ -25,16 +25,20 @@ func (r Result) Strategies() []*Strategy {
 
 // Workload is what was run, and where.
 type Workload struct {
-	Scans        int     `json:"scans"`
-	PerScan      int     `json:"per_scan"`
-	BigScans     int     `json:"big_scans"`
-	Insights     int     `json:"insights"` // per big scan
-	Rows         int64   `json:"rows"`
-	Concurrency  int     `json:"concurrency"`
-	Pool         int     `json:"pool"`
-	RTTSeconds   float64 `json:"rtt_seconds"`
-	Sample       int     `json:"sample"`
-	DetailsBytes int     `json:"details_bytes"`
+	Scans    int   `json:"scans"`
+	PerScan  int   `json:"per_scan"`
+	BigScans int   `json:"big_scans"`
+	Insights int   `json:"insights"` // per big scan
+	Rows     int64 `json:"rows"`
+	// ScanSeconds and BigScanSeconds: how long each small scan and each
+	// big scan scans (Config.ScanTime, Config.BigScanTime).
+	ScanSeconds    float64 `json:"scan_seconds"`
+	BigScanSeconds float64 `json:"big_scan_seconds"`
+	Concurrency    int     `json:"concurrency"`
+	Pool           int     `json:"pool"`
+	RTTSeconds     float64 `json:"rtt_seconds"`
+	Sample         int     `json:"sample"`
+	DetailsBytes   int     `json:"details_bytes"`
 	// CopyThreshold is the rows from which direct and the primary use COPY.
 	CopyThreshold int `json:"copy_threshold"`
 	// Server is PostgreSQL's version; Throwaway says whether Run started it.
@@ -55,6 +59,11 @@ type Strategy struct {
 	Rows           int64   `json:"rows"`
 	RowsWritten    int64   `json:"rows_written"`
 	BlockedSeconds float64 `json:"blocked_seconds"`
+	// CheckerSeconds is the sum over scans of their checker's time on
+	// them, scanning and blocked; BlockedShare is BlockedSeconds ÷
+	// CheckerSeconds (the seed's checkers: 0.2 to 0.9).
+	CheckerSeconds float64 `json:"checker_seconds"`
+	BlockedShare   float64 `json:"blocked_share"`
 	VisibleSeconds float64 `json:"visible_seconds"`
 	// WriteSeconds is the time until the last write call returned.
 	WriteSeconds   float64 `json:"write_seconds"`

@@ -37,7 +37,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	r := &runner{cfg: cfg, log: cfg.Logger, scans: schedule(cfg), observed: time.Now().Add(-time.Minute),
 		progress: &progress{f: cfg.Progress}}
 	res.Workload = Workload{Scans: cfg.Scans, PerScan: cfg.PerScan, BigScans: cfg.BigScans, Insights: cfg.Insights,
-		Rows: cfg.Rows(), Concurrency: cfg.Concurrency, Pool: cfg.Pool, RTTSeconds: cfg.RTT.Seconds(),
+		Rows: cfg.Rows(), ScanSeconds: cfg.ScanTime.Seconds(), BigScanSeconds: cfg.BigScanTime.Seconds(), Concurrency: cfg.Concurrency, Pool: cfg.Pool, RTTSeconds: cfg.RTT.Seconds(),
 		Sample: cfg.Sample, DetailsBytes: cfg.DetailsBytes, CopyThreshold: cfg.CopyThreshold}
 
 	dbURL := cfg.DatabaseURL

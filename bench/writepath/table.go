@@ -26,19 +26,20 @@ func (r Result) WriteTable(w io.Writer) error {
 		server = "a throwaway " + server
 	}
 	fmt.Fprintf(w, "workload: %s (%s rows) from %d checkers\n", strings.Join(work, " + "), count(wl.Rows), wl.Concurrency)
+	fmt.Fprintf(w, "scanning: %s\n", scanning(wl))
 	fmt.Fprintf(w, "link:     %s RTT (toxiproxy, half each way) between the checkers' region and the database's\n",
 		time.Duration(wl.RTTSeconds*float64(time.Second)))
 	fmt.Fprintf(w, "pool:     %d connections (per_row's and direct's across the link; the primary's beside %s)\n\n", wl.Pool, server)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "strategy\trows written\tblocked\tvisible\tscans/s\tpush p50\tpush p99\tscans/s ×\tblocked ÷\tvisible ÷\t")
+	fmt.Fprintln(tw, "strategy\trows written\tblocked\tblocked %\tvisible\tscans/s\tpush p50\tpush p99\tscans/s ×\tblocked ÷\tvisible ÷\t")
 	for _, s := range r.Strategies() {
 		name := s.Name
 		if s.Extrapolated {
 			name += " *"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, count(s.RowsWritten),
-			dur(s.BlockedSeconds), dur(s.VisibleSeconds), rate(s.ScansPerSecond), dur(s.PushP50Seconds), dur(s.PushP99Seconds),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, count(s.RowsWritten),
+			dur(s.BlockedSeconds), percent(s.BlockedShare), dur(s.VisibleSeconds), rate(s.ScansPerSecond), dur(s.PushP50Seconds), dur(s.PushP99Seconds),
 			times(s.ScansPerSecondRatio), times(s.BlockedRatio), times(s.VisibleRatio))
 	}
 	if err := tw.Flush(); err != nil {
@@ -47,15 +48,18 @@ func (r Result) WriteTable(w io.Writer) error {
 	fmt.Fprintln(w)
 	if s := r.PerRow; s != nil && s.Extrapolated && s.Sample != nil {
 		fmt.Fprintf(w, "* extrapolated, not measured: %s rows written one INSERT … ON CONFLICT each from %d connections at once,\n"+
-			"  %s statements in %s, %s each on average; the workload replayed on that figure\n",
+			"  %s statements in %s, %s each on average; the workload replayed on that figure (its scan times as they are)\n",
 			count(int64(s.Sample.Rows)), wl.Pool, count(int64(s.Sample.Statements)), dur(s.Sample.Seconds), dur(s.Sample.StatementSeconds))
 	}
-	fmt.Fprint(w, `blocked:  sum over checkers of the time spent in write calls (waiting for a pool connection included)
+	fmt.Fprint(w, `blocked:  sum over checkers of the time spent in write calls, scanning not included (waiting for a pool
+          connection included; longhaul's big scans found over time: inside pushclient Writer's Write and Close)
+blocked %: blocked ÷ the checkers' time on their scans (scanning + blocked)
 visible:  from the start until every row is visible in PostgreSQL (longhaul: count(*) polled; the others:
           the end of the last write call, which committed)
-scans/s:  scans completed ÷ the time until the last write call returned
-push:     one scan's write call (longhaul: pushclient Push to the edge; direct: primary.WriteDirect on a
-          pooled connection; per_row: a transaction of one INSERT … ON CONFLICT per insight)
+scans/s:  scans completed ÷ the time until the last scan's last write call returned
+push:     one scan's blocked time (longhaul: pushclient Push to the edge, or a Writer's Writes and Close;
+          direct: primary.WriteDirect on a pooled connection; per_row: a transaction of one
+          INSERT … ON CONFLICT per insight)
 ratios:   against direct, more than 1 is better: scans/s ÷ direct's; direct's blocked ÷ this; direct's visible ÷ this
 `)
 	if g := r.Goals; g != nil {
@@ -63,6 +67,42 @@ ratios:   against direct, more than 1 is better: scans/s ÷ direct's; direct's b
 			met(g.ScansPerSecond), met(g.Blocked), met(g.Visible))
 	}
 	return nil
+}
+
+// scanning says what the checkers do besides writing.
+func scanning(wl Workload) string {
+	if wl.ScanSeconds == 0 && wl.BigScanSeconds == 0 {
+		return "none: the checkers only write (every scan's insights are there at once), so blocked ≈ checkers × time"
+	}
+	var parts []string
+	if wl.Scans > 0 {
+		if wl.ScanSeconds > 0 {
+			parts = append(parts, "each small scan scans "+dur(wl.ScanSeconds)+", then writes its insights in one call")
+		} else {
+			parts = append(parts, "small scans write at once")
+		}
+	}
+	if wl.BigScans > 0 {
+		if wl.BigScanSeconds > 0 {
+			parts = append(parts, "each big scan finds its insights evenly over "+dur(wl.BigScanSeconds)+
+				"\n          (per_row, direct: one write call at its end; longhaul: written as found, through a pushclient Writer)")
+		} else {
+			parts = append(parts, "big scans have their insights at once, and write them in one call")
+		}
+	}
+	return strings.Join(parts, ";\n          ")
+}
+
+// percent prints a share as a percentage.
+func percent(v float64) string {
+	switch p := v * 100; {
+	case v == 0:
+		return "–"
+	case p < 10:
+		return strconv.FormatFloat(p, 'f', 1, 64) + " %"
+	default:
+		return strconv.FormatFloat(p, 'f', 0, 64) + " %"
+	}
 }
 
 func met(g Goal) string {

@@ -184,39 +184,115 @@ func TestSimulate(t *testing.T) {
 	t.Parallel()
 	sec := time.Second
 	scans := []scan{{n: 1}, {n: 1}, {n: 1}}
-	// One connection, two checkers: calls of 3 statements queue for it.
-	got := simulate(scans, 2, 1, sec)
-	want := []call{{0, 3 * sec}, {0, 6 * sec}, {3 * sec, 9 * sec}}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("one connection: call %d = %v, want %v", i, got[i], want[i])
+	noScan := func(scan) time.Duration { return 0 }
+	for _, tc := range []struct {
+		name          string
+		pool          int
+		scanTime      func(scan) time.Duration
+		scans         []scan
+		want          []call
+		blocked, busy float64
+	}{
+		// One connection, two checkers: calls of 3 statements queue for it.
+		{"one connection", 1, noScan, scans, []call{{0, 3 * sec, 3 * sec}, {0, 6 * sec, 6 * sec}, {3 * sec, 9 * sec, 6 * sec}}, 15, 15},
+		// As many connections as checkers: nobody waits.
+		{"two connections", 2, noScan, scans, []call{{0, 3 * sec, 3 * sec}, {0, 3 * sec, 3 * sec}, {3 * sec, 6 * sec, 3 * sec}}, 9, 9},
+		// Scanning 2s before each call: the checker takes its next scan
+		// when its call ends, and is blocked from its request.
+		{"scanning", 1, func(scan) time.Duration { return 2 * sec }, scans,
+			[]call{{0, 5 * sec, 3 * sec}, {0, 8 * sec, 6 * sec}, {5 * sec, 11 * sec, 4 * sec}}, 13, 19},
+		// A big scan taken first asks last: first come, first served by
+		// the time of the request, not of the taking.
+		{"big scan asks last", 1, func(s scan) time.Duration {
+			if s.big {
+				return 10 * sec
+			}
+			return 0
+		}, []scan{{n: 1, big: true}, {n: 1}}, []call{{0, 13 * sec, 3 * sec}, {0, 3 * sec, 3 * sec}}, 6, 16},
+	} {
+		got := simulate(tc.scans, 2, tc.pool, sec, tc.scanTime)
+		for i := range tc.want {
+			if got[i] != tc.want[i] {
+				t.Errorf("%s: call %d = %v, want %v", tc.name, i, got[i], tc.want[i])
+			}
+		}
+		var s Strategy
+		figures(&s, got, lastEnd(got))
+		if s.BlockedSeconds != tc.blocked || s.CheckerSeconds != tc.busy {
+			t.Errorf("%s: blocked %vs of %vs, want %vs of %vs", tc.name, s.BlockedSeconds, s.CheckerSeconds, tc.blocked, tc.busy)
+		}
+		if tc.name == "two connections" && (s.WriteSeconds != 6 || s.ScansPerSecond != 0.5 || s.PushP99Seconds != 3 || s.BlockedShare != 1) {
+			t.Errorf("figures: %+v", s)
 		}
 	}
-	// As many connections as checkers: nobody waits.
-	got = simulate(scans, 2, 2, sec)
-	want = []call{{0, 3 * sec}, {0, 3 * sec}, {3 * sec, 6 * sec}}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("two connections: call %d = %v, want %v", i, got[i], want[i])
+}
+
+// TestRunScanning: checkers that scan before they write. Blocked counts
+// the write calls, not the scans; longhaul's checker, which writes a big
+// scan's insights as it finds them, is blocked for a small part of that
+// scan, while direct's makes its whole write call at the end.
+func TestRunScanning(t *testing.T) {
+	t.Parallel()
+	cfg := tiny(t)
+	cfg.RTT = 20 * time.Millisecond
+	cfg.Scans, cfg.PerScan, cfg.BigScans, cfg.Insights = 6, 5, 1, 4000
+	cfg.ScanTime, cfg.BigScanTime = 50*time.Millisecond, 500*time.Millisecond
+	cfg.Concurrency, cfg.Pool = 2, 2
+	cfg.Strategies = []string{Direct, Longhaul}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Workload.ScanSeconds != 0.05 || res.Workload.BigScanSeconds != 0.5 {
+		t.Errorf("workload: scan %vs, big scan %vs; want 0.05 and 0.5", res.Workload.ScanSeconds, res.Workload.BigScanSeconds)
+	}
+	scanning := 6*cfg.ScanTime.Seconds() + cfg.BigScanTime.Seconds()
+	for _, s := range []*Strategy{res.Direct, res.Longhaul} {
+		if s.RowsWritten != cfg.Rows() {
+			t.Errorf("%s wrote %d of %d rows", s.Name, s.RowsWritten, cfg.Rows())
+		}
+		// The checkers' time is their scanning and their blocked time; the
+		// timers may overshoot a little, never undershoot.
+		if rest := s.CheckerSeconds - s.BlockedSeconds; rest < scanning || rest > scanning+0.25 {
+			t.Errorf("%s: %vs on scans, %vs blocked: %vs scanning, want %vs", s.Name, s.CheckerSeconds, s.BlockedSeconds, rest, scanning)
+		}
+		if s.BlockedShare <= 0 || s.BlockedShare >= 1 {
+			t.Errorf("%s: blocked share %v", s.Name, s.BlockedShare)
 		}
 	}
-	var s Strategy
-	figures(&s, got, lastEnd(got))
-	if s.BlockedSeconds != 9 || s.WriteSeconds != 6 || s.ScansPerSecond != 0.5 || s.PushP99Seconds != 3 {
-		t.Errorf("figures: %+v", s)
+	// Every write call crosses the link at least once.
+	if d := res.Direct; d.PushP50Seconds < cfg.RTT.Seconds() {
+		t.Errorf("direct: a write call of %vs (p50), under the RTT", d.PushP50Seconds)
 	}
+	// The big scan is the longest blocked for either; longhaul's checker
+	// handed most of it over during the scan.
+	if l := res.Longhaul; l.PushMaxSeconds > cfg.BigScanTime.Seconds()/5 {
+		t.Errorf("longhaul: blocked %vs on one scan (max), not far below the big scan's %s", l.PushMaxSeconds, cfg.BigScanTime)
+	}
+	var table bytes.Buffer
+	if err := res.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"each small scan scans 50ms", "over 500ms", "pushclient Writer", "blocked %"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("the table lacks %q:\n%s", want, table.String())
+		}
+	}
+	noSchemasLeft(t, cfg.DatabaseURL)
 }
 
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	for name, change := range map[string]func(*Config){
-		"no scans":         func(c *Config) { c.BigScans = 0 },
-		"negative RTT":     func(c *Config) { c.RTT = -time.Millisecond },
-		"no checkers":      func(c *Config) { c.Concurrency = 0 },
-		"no pool":          func(c *Config) { c.Pool = 0 },
-		"empty small scan": func(c *Config) { c.Scans, c.PerScan = 5, 0 },
-		"unknown strategy": func(c *Config) { c.Strategies = []string{"bulk"} },
-		"strategy twice":   func(c *Config) { c.Strategies = []string{Direct, Direct} },
+		"no scans":          func(c *Config) { c.BigScans = 0 },
+		"negative RTT":      func(c *Config) { c.RTT = -time.Millisecond },
+		"no checkers":       func(c *Config) { c.Concurrency = 0 },
+		"no pool":           func(c *Config) { c.Pool = 0 },
+		"empty small scan":  func(c *Config) { c.Scans, c.PerScan = 5, 0 },
+		"unknown strategy":  func(c *Config) { c.Strategies = []string{"bulk"} },
+		"negative scan":     func(c *Config) { c.ScanTime = -time.Second },
+		"negative big scan": func(c *Config) { c.BigScanTime = -time.Second },
+		"strategy twice":    func(c *Config) { c.Strategies = []string{Direct, Direct} },
 	} {
 		c := Default()
 		change(&c)
