@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,7 +38,8 @@ func fuzzEdge(f *testing.F) *Service {
 func fuzzSeeds(f *testing.F) {
 	ts := time.Now().UTC().Format(time.RFC3339Nano)
 	good := fmt.Sprintf(`{"account_id":"a","asset":"b","kind":"k","subject":"s","severity":"HIGH","details":{"x":[1,"y",null,{"z":true}]},"observed_at":%q,"scan_id":"x","checker":"c"}`, ts)
-	for _, s := range []string{`{"insights":[` + good + `]}`, `{"insights":[]}`, `{}`, `{"insights":[` + good + `,` + good + `]}`,
+	text := strings.Replace(good, `"details":{"x":[1,"y",null,{"z":true}]}`, `"details_json":"{\"x\": [1, \"y\", null, {\"z\": true}]}"`, 1)
+	for _, s := range []string{`{"insights":[` + good + `]}`, `{"insights":[]}`, `{}`, `{"insights":[` + good + `,` + good + `]}`, `{"insights":[` + text + `]}`,
 		`{"insights":[{"subject":"a\u0000"}]}`, "{\"insights\":[{\"asset\":\"\xff\"}]}", `[`, `null`, `{"insights":null}`} {
 		f.Add([]byte(s))
 	}

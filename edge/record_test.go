@@ -203,6 +203,10 @@ func recPushSeeds() []*longhaulv1.PushRequest {
 		mut(func(in *longhaulv1.Insight) {
 			in.Details = &structpb.Struct{Fields: map[string]*structpb.Value{"a": {}, "b": structpb.NewStructValue(nil)}}
 		}),
+		mut(func(in *longhaulv1.Insight) { in.Details, in.DetailsJson = nil, ` {"a": [1, "\u00e9", {"b": null}]} ` }),
+		mut(func(in *longhaulv1.Insight) { in.Details, in.DetailsJson = nil, `{"a":1,"a":2}` }),
+		mut(func(in *longhaulv1.Insight) { in.Details, in.DetailsJson = nil, `{"a":"\ud800\u0000"}` }),
+		mut(func(in *longhaulv1.Insight) { in.DetailsJson = `{}` }),
 	}
 }
 
@@ -334,7 +338,7 @@ func recCheckValidate(t *testing.T, ins []*longhaulv1.Insight) {
 		if got := b.GetObservedAtUnixMicros(); got < valNow.Add(-edge.DefaultMaxAge).UnixMicro() || got > valNow.Add(edge.DefaultMaxClockSkew).UnixMicro() {
 			t.Fatalf("insights[%d].observed_at accepted: %v", i, obs.AsTime())
 		}
-		valCheckDetailsMatch(t, in.GetDetails(), b.GetDetails())
+		valCheckInsightDetails(t, in, b.GetDetails())
 		if _, err := edge.EncodeInsight(b); err != nil {
 			t.Fatalf("insights[%d] does not encode for the WAL: %v", i, err)
 		}

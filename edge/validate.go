@@ -122,10 +122,11 @@ func (e *FieldError) GRPCStatus() *status.Status {
 // returns a *FieldError for the first one found and no insights. now is the
 // edge's clock.
 //
-// Details are stored as compact JSON with sorted keys (encoding/json of
-// Struct.AsMap), so the same Struct always gives the same bytes; nil details
-// become {}. observed_at is truncated to microseconds, the database's
-// precision.
+// Details are stored as compact JSON: details with sorted keys (encoding/json
+// of Struct.AsMap), so the same Struct always gives the same bytes;
+// details_json as given with the whitespace between tokens removed, so the
+// same text always gives the same bytes; neither becomes {}. observed_at is
+// truncated to microseconds, the database's precision.
 func ValidateInsights(now time.Time, lim Limits, ins []*longhaulv1.Insight) ([]*longhaulv1.BatchInsight, error) {
 	lim = lim.withDefaults()
 	switch {
@@ -183,8 +184,15 @@ func validateInsight(now time.Time, lim Limits, in *longhaulv1.Insight) (_ *long
 		return nil, "observed_at", r
 	}
 	// Last: the dearest check.
-	details, r := encodeDetails(in.GetDetails(), lim.MaxDetailsBytes)
-	if r != "" {
+	var details []byte
+	if text := in.GetDetailsJson(); text != "" {
+		if in.GetDetails() != nil {
+			return nil, "details_json", "must not be set together with details (set one or the other)"
+		}
+		if details, r = compactDetailsJSON(text, lim.MaxDetailsBytes); r != "" {
+			return nil, "details_json", r
+		}
+	} else if details, r = encodeDetails(in.GetDetails(), lim.MaxDetailsBytes); r != "" {
 		return nil, "details", r
 	}
 	return &longhaulv1.BatchInsight{
@@ -418,9 +426,14 @@ var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
 // at names the place being checked as a quoted JSON pointer (RFC 6901),
 // cut to a readable length.
-func (w *detailsWalker) at() string {
+func (w *detailsWalker) at() string { return jsonPointer(w.path) }
+
+// jsonPointer names the place path leads to as a quoted JSON pointer (RFC
+// 6901), cut to a readable length. strconv.Quote makes it printable, valid
+// UTF-8 whatever the keys hold.
+func jsonPointer(path []detailsStep) string {
 	var b strings.Builder
-	for _, p := range w.path {
+	for _, p := range path {
 		b.WriteByte('/')
 		if p.index >= 0 {
 			b.WriteString(strconv.Itoa(p.index))

@@ -263,7 +263,7 @@ func valCheckConverted(t *testing.T, in *longhaulv1.Insight, b *longhaulv1.Batch
 	if want := in.GetObservedAt().AsTime().UnixMicro(); b.GetObservedAtUnixMicros() != want {
 		t.Errorf("observed_at_unix_micros = %d, want %d", b.GetObservedAtUnixMicros(), want)
 	}
-	valCheckDetailsMatch(t, in.GetDetails(), b.GetDetails())
+	valCheckInsightDetails(t, in, b.GetDetails())
 }
 
 func valCheckFieldError(t *testing.T, err error, index int, field, reason string) {

@@ -447,7 +447,11 @@ type BatchInsight struct {
 	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	Subject   string                 `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
 	Severity  Severity               `protobuf:"varint,5,opt,name=severity,proto3,enum=longhaul.v1.Severity" json:"severity,omitempty"`
-	// A JSON object.
+	// A JSON object, compact (no whitespace between tokens): from
+	// Insight.details as json.Marshal writes it (sorted keys), from
+	// Insight.details_json as the checker wrote it. Its FNV-64a hash is the
+	// last tie-break of last-writer-wins, so an edge always ships the same
+	// bytes for the same input.
 	Details              []byte `protobuf:"bytes,6,opt,name=details,proto3" json:"details,omitempty"`
 	ObservedAtUnixMicros int64  `protobuf:"varint,7,opt,name=observed_at_unix_micros,json=observedAtUnixMicros,proto3" json:"observed_at_unix_micros,omitempty"`
 	ScanId               string `protobuf:"bytes,8,opt,name=scan_id,json=scanId,proto3" json:"scan_id,omitempty"`
