@@ -38,10 +38,7 @@ const (
 func (r *runner) longhaul(ctx context.Context) (*Strategy, error) {
 	ins := make([][]*longhaulv1.Insight, len(r.scans))
 	for i, s := range r.scans {
-		var err error
-		if ins[i], err = insights(batchRows(s, r.cfg, r.observed)); err != nil {
-			return nil, err
-		}
+		ins[i] = insights(batchRows(s, r.cfg, r.observed))
 	}
 
 	schema, schemaURL, err := r.srv.newSchema(ctx, Longhaul)

@@ -1,11 +1,9 @@
 package writepath
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
@@ -47,23 +45,16 @@ func batchRows(s scan, c Config, observed time.Time) []*longhaulv1.BatchInsight 
 	return primary.Synthetic(s.n, s.offset, c.DetailsBytes, observed, s.id)
 }
 
-// insights are the same insights as a checker pushes them to an edge.
-func insights(rows []*longhaulv1.BatchInsight) ([]*longhaulv1.Insight, error) {
+// insights are the same insights as a checker pushes them to an edge, their
+// details as JSON text (details_json), as checker.Checker sends them.
+func insights(rows []*longhaulv1.BatchInsight) []*longhaulv1.Insight {
 	out := make([]*longhaulv1.Insight, len(rows))
 	for i, r := range rows {
-		var m map[string]any
-		if err := json.Unmarshal(r.Details, &m); err != nil {
-			return nil, fmt.Errorf("writepath: details of insight %d: %w", i, err)
-		}
-		details, err := structpb.NewStruct(m)
-		if err != nil {
-			return nil, fmt.Errorf("writepath: details of insight %d: %w", i, err)
-		}
 		out[i] = &longhaulv1.Insight{
 			AccountId: r.AccountId, Asset: r.Asset, Kind: r.Kind, Subject: r.Subject, Severity: r.Severity,
-			Details: details, ObservedAt: timestamppb.New(time.UnixMicro(r.ObservedAtUnixMicros)),
+			DetailsJson: string(r.Details), ObservedAt: timestamppb.New(time.UnixMicro(r.ObservedAtUnixMicros)),
 			ScanId: r.ScanId, Checker: r.Checker,
 		}
 	}
-	return out, nil
+	return out
 }
