@@ -64,13 +64,14 @@ const (
 	maxScanSteps = 100
 )
 
-// scanTime is how long scan s scans: Config.ScanTime for a small one,
-// Config.BigScanTime for a big one.
+// scanTime is how long scan s scans: Config.ScanTime times the scan's
+// spread (0.5 to 1.5, the mean 1) for a small one, Config.BigScanTime for a
+// big one.
 func (c Config) scanTime(s scan) time.Duration {
 	if s.big {
 		return c.BigScanTime
 	}
-	return c.ScanTime
+	return time.Duration(float64(c.ScanTime) * s.spread)
 }
 
 // scanSteps is how many steps scan s finds its insights in: one, at the

@@ -40,9 +40,11 @@ type Config struct {
 	// small scans of 50, one big scan of 500,000 (Mixed: 2,000 small ones).
 	Scans, PerScan     int
 	BigScans, Insights int
-	// ScanTime is how long each small scan scans before it has its
-	// insights, all at once, and makes its write call. Default 0: the
-	// checkers only write.
+	// ScanTime is how long a small scan scans, on average, before it has
+	// its insights, all at once, and makes its write call: each scan's own
+	// time is drawn from 0.5 to 1.5 times it (the same for every strategy),
+	// as real scans vary and checkers that start together must not stay in
+	// step. Default 0: the checkers only write.
 	ScanTime time.Duration
 	// BigScanTime is how long each big scan scans: it finds its insights
 	// evenly over that time, in steps (one every 100ms, at most 100 of

@@ -38,8 +38,10 @@
 // workload (2,000 scans of 50 and one of 500,000 from 32 checkers).
 //
 // A checker scans before it writes (a sleep: the scan's work is not
-// modelled, only its time). A small scan scans for Config.ScanTime, then
-// has all its insights and makes its one write call. A big scan finds its
+// modelled, only its time). A small scan scans for Config.ScanTime on
+// average (each its own time, from 0.5 to 1.5 times it, the same in every
+// strategy: real scans vary, and checkers that start together must not
+// stay in step), then has all its insights and makes its one write call. A big scan finds its
 // insights evenly over Config.BigScanTime, in steps (one every 100ms, 100
 // at most, the last at the end of the scan): per_row and direct gather
 // them and make their one write call at the end, as the seed's checkers

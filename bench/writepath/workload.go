@@ -2,6 +2,7 @@ package writepath
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -18,6 +19,11 @@ type scan struct {
 	offset int
 	n      int
 	big    bool
+	// spread is this scan's scan time as a share of Config.ScanTime (small
+	// scans; 1 for big ones): drawn uniformly from [0.5, 1.5) once per
+	// workload, so that every strategy scans the same times and checkers
+	// that start together do not stay in step (real scans vary).
+	spread float64
 }
 
 // schedule lays the workload out in the order the checkers take it: the big
@@ -26,12 +32,13 @@ func schedule(c Config) []scan {
 	total := c.Scans + c.BigScans
 	out := make([]scan, 0, total)
 	offset, big := 0, 0
+	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range total {
-		s := scan{id: fmt.Sprintf("writepath-%06d", i), offset: offset, n: c.PerScan}
+		s := scan{id: fmt.Sprintf("writepath-%06d", i), offset: offset, n: c.PerScan, spread: 0.5 + rng.Float64()}
 		// Scan i is big when it is the next big scan's turn: big scan j goes
 		// at position ⌊j·total/BigScans⌋.
 		if big < c.BigScans && i >= big*total/c.BigScans {
-			s.n, s.big = c.Insights, true
+			s.n, s.big, s.spread = c.Insights, true, 1
 			big++
 		}
 		offset += s.n

@@ -29,7 +29,7 @@ func runBenchWritepath(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs.IntVar(&cfg.BigScans, "big-scans", def.BigScans, "big scans, spread among the small ones")
 	fs.IntVar(&cfg.Scans, "scans", def.Scans, "small scans besides the big ones (0: the big scans only)")
 	fs.IntVar(&cfg.PerScan, "per-scan", def.PerScan, "insights per small scan")
-	fs.DurationVar(&cfg.ScanTime, "scan-time", def.ScanTime, "how long each small scan scans before its write call (0: the checkers only write)")
+	fs.DurationVar(&cfg.ScanTime, "scan-time", def.ScanTime, "how long a small scan scans before its write call, on average (each 0.5–1.5× it; 0: the checkers only write)")
 	fs.DurationVar(&cfg.BigScanTime, "big-scan-time", def.BigScanTime, "how long each big scan takes to find its insights, evenly (per_row and direct write them at its end, longhaul as found; 0: all at once)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", def.Concurrency, "checkers writing at once")
 	fs.IntVar(&cfg.Pool, "pool", def.Pool, "database connections: per_row's and direct's pool across the link, the primary's pool in longhaul")
