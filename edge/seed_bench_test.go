@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
@@ -233,13 +232,13 @@ func seedEdge(b *testing.B) *system {
 	return startSystemTBWith(b, Config{Primary: shipLink.Addr()}, url)
 }
 
-// seedInsights are rows as a checker pushes them to an edge.
+// seedInsights are rows as a checker pushes them to an edge: the same
+// details, as JSON text (details_json), as direct writes.
 func seedInsights(rows []*longhaulv1.BatchInsight, observed time.Time) []*longhaulv1.Insight {
 	ins := make([]*longhaulv1.Insight, len(rows))
 	for i, r := range rows {
-		details, _ := structpb.NewStruct(map[string]any{"id": float64(i), "days_left": float64(i % 90), "note": string(r.Details[len(r.Details)-150 : len(r.Details)-3])})
 		ins[i] = &longhaulv1.Insight{AccountId: r.AccountId, Asset: r.Asset, Kind: r.Kind, Subject: r.Subject, Severity: r.Severity,
-			Details: details, ObservedAt: timestamppb.New(observed), ScanId: r.ScanId, Checker: r.Checker}
+			DetailsJson: string(r.Details), ObservedAt: timestamppb.New(observed), ScanId: r.ScanId, Checker: r.Checker}
 	}
 	return ins
 }
