@@ -299,7 +299,7 @@ func (w *writer) upsert(ctx context.Context, rows []row) error {
 			c.scanID, c.checker, c.firstSeen, c.lastSeen, c.hash)
 		return err
 	}
-	if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{"pg_temp", stagingTable}, stagingColumns, &copySource{rows: rows}); err != nil {
+	if _, err := copyInto(ctx, w.tx.Conn().PgConn(), "pg_temp."+stagingTable, rows); err != nil {
 		return err
 	}
 	if _, err := w.tx.Exec(ctx, sqlMergeStaging); err != nil {

@@ -176,7 +176,7 @@ func benchSize(ctx context.Context, b *testing.B, conn *pgx.Conn, size int, mode
 				}
 				_, err = timeWrite(ctx, conn, path, rows)
 			case "plaincopy":
-				_, err = conn.CopyFrom(ctx, pgx.Identifier{"plain_copy"}, stagingColumns, &copySource{rows: rows})
+				_, err = copyInto(ctx, conn.PgConn(), "plain_copy", rows)
 			}
 			d := time.Since(t)
 			if err != nil {

@@ -1,6 +1,7 @@
 package primary
 
 import (
+	"io"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -49,11 +50,8 @@ func FuzzShipBatch(f *testing.F) {
 			t.Fatalf("%d rows + %d dropped != %d insights", len(p.rows), p.dropped, len(batch.GetInsights()))
 		}
 		toColumns(p.rows)
-		src := &copySource{rows: p.rows}
-		for src.Next() {
-			if _, err := src.Values(); err != nil {
-				t.Fatal(err)
-			}
+		if _, err := io.Copy(io.Discard, &copyReader{rows: p.rows}); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -66,19 +66,3 @@ func toColumns(rows []row) *columns {
 	}
 	return c
 }
-
-// copySource feeds rows to COPY without building column arrays.
-type copySource struct {
-	rows []row
-	i    int
-	vals [11]any
-}
-
-func (s *copySource) Next() bool { s.i++; return s.i <= len(s.rows) }
-func (s *copySource) Err() error { return nil }
-func (s *copySource) Values() ([]any, error) {
-	r := s.rows[s.i-1]
-	s.vals = [11]any{r.In.AccountId, r.In.Asset, r.In.Kind, r.In.Subject, r.Severity, r.In.Details,
-		r.In.ScanId, r.In.Checker, time.UnixMicro(r.FirstSeen), time.UnixMicro(r.In.ObservedAtUnixMicros), r.Hash}
-	return s.vals[:], nil
-}

@@ -50,8 +50,11 @@ SELECT ` + insertColumns + ` FROM pg_temp.` + stagingTable + onConflict
 	sqlClearStaging = `DELETE FROM pg_temp.` + stagingTable
 )
 
-var stagingColumns = []string{"account_id", "asset", "kind", "subject", "severity", "details",
-	"scan_id", "checker", "first_seen_at", "last_seen_at", "details_hash"}
+// sqlCopy copies rows into table (the staging table; the benchmark's plain
+// COPY) in the binary format copyReader writes.
+func sqlCopy(table string) string {
+	return `COPY ` + table + ` (` + insertColumns + `) FROM STDIN (FORMAT binary)`
+}
 
 // sqlLedger locks the edge's ledger row (creating it at 0) and returns the
 // last sequence applied for it.
