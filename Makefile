@@ -55,6 +55,7 @@ bench: ## run the benchmarks the README quotes (about 20 minutes; see README "Be
 	$(GO) test -run '^$$' -bench BenchmarkSeedSituation -benchtime 1x -timeout 30m ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkRegionBudgets -benchtime 1x ./edge/
 	$(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 30m ./checker/
+	LONGHAUL_BENCH_MIXED=1 LONGHAUL_BENCH_SCAN_TIME=200ms LONGHAUL_BENCH_BIG_SCAN_TIME=30s $(GO) test -run '^$$' -bench BenchmarkWritepath -benchtime 1x -timeout 30m ./bench/writepath/
 	LONGHAUL_BENCH_MIXED=1 $(GO) test -run '^$$' -bench BenchmarkWritepath -benchtime 1x -timeout 30m ./bench/writepath/
 
 faults: ## the fault matrix, long form (LONGHAUL_FAULTS_LONG=1, -race; about 7 minutes on 2 idle cores)
