@@ -685,8 +685,12 @@ func TestShipperEndsAStreamThatStalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	last = e.appendInsights(shipInsight("a.example", "3", 3, "scan-a"), shipInsight("b.example", "1", 4, "scan-b"))
-	shipWaitFor(t, "a stalled stream ended", 30*time.Second, func() bool { return s.Stats().Stalls >= 1 })
-	st := s.Stats()
+	// Run records why the stream ended once the session has returned.
+	var st ShipperStats
+	shipWaitFor(t, "a stalled stream ended", 30*time.Second, func() bool {
+		st = s.Stats()
+		return st.Stalls >= 1 && strings.Contains(st.LastError, "stalled")
+	})
 	for _, want := range []string{"stalled", "sender: ", "receiver: recv"} {
 		if !strings.Contains(st.LastError, want) {
 			t.Errorf("last error %q: want it to say %q", st.LastError, want)

@@ -77,7 +77,7 @@ func scanning(wl Workload) string {
 	var parts []string
 	if wl.Scans > 0 {
 		if wl.ScanSeconds > 0 {
-			parts = append(parts, "each small scan scans "+dur(wl.ScanSeconds)+", then writes its insights in one call")
+			parts = append(parts, "each small scan scans "+dur(wl.ScanSeconds)+" on average (0.5–1.5×), then writes its insights in one call")
 		} else {
 			parts = append(parts, "small scans write at once")
 		}
