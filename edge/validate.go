@@ -125,8 +125,8 @@ func (e *FieldError) GRPCStatus() *status.Status {
 // Details are stored as compact JSON: details with sorted keys (encoding/json
 // of Struct.AsMap), so the same Struct always gives the same bytes;
 // details_json as given with the whitespace between tokens removed, so the
-// same text always gives the same bytes; neither becomes {}. observed_at is
-// truncated to microseconds, the database's precision.
+// same text always gives the same bytes; no details at all become {}.
+// observed_at is truncated to microseconds, the database's precision.
 func ValidateInsights(now time.Time, lim Limits, ins []*longhaulv1.Insight) ([]*longhaulv1.BatchInsight, error) {
 	lim = lim.withDefaults()
 	switch {
