@@ -234,6 +234,14 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 			if st.Bytes >= st.QuotaBytes {
 				return fmt.Errorf("full: %d of %d bytes unshipped", st.Bytes, st.QuotaBytes)
 			}
+			// A push refused WAL_FULL lately: not ready for as long as the
+			// refused checkers were told to wait, so that a load balancer
+			// steers the others away too (a push can be refused well short
+			// of the quota when it is large).
+			if t := st.LastFullRejection; !t.IsZero() && time.Since(t) < RetryAfterFull {
+				return fmt.Errorf("refusing pushes: one was refused WAL_FULL %v ago; %d of %d bytes unshipped",
+					time.Since(t).Round(time.Millisecond), st.Bytes, st.QuotaBytes)
+			}
 			return nil
 		},
 	})

@@ -367,7 +367,9 @@ func TestBadInput(t *testing.T) {
 
 // TestFullWALRefusesThenRecovers: with the primary unreachable the WAL
 // fills; pushes then get RESOURCE_EXHAUSTED / 429 with a retry hint and
-// nothing acknowledged is dropped; once shipping resumes, pushes succeed.
+// nothing acknowledged is dropped, and /readyz fails while pushes are
+// refused (also short of the quota: a large push refused); once shipping
+// resumes, pushes succeed and /readyz recovers.
 func TestFullWALRefusesThenRecovers(t *testing.T) {
 	t.Parallel()
 	s := startSystem(t, Config{QuotaBytes: 64 << 10})
@@ -411,6 +413,18 @@ func TestFullWALRefusesThenRecovers(t *testing.T) {
 	if code != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" {
 		t.Fatalf("HTTP push when full: %d, Retry-After %q; want 429 with a hint", code, hdr.Get("Retry-After"))
 	}
+	readyz := func() (int, string) {
+		resp, err := http.Get(s.http + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "WAL_FULL") && !strings.Contains(body, "full") {
+		t.Errorf("/readyz while pushes are refused: %d %s; want 503 saying why", code, body)
+	}
 
 	// The primary comes back (same database): everything acknowledged
 	// arrives, and the edge accepts again.
@@ -423,6 +437,39 @@ func TestFullWALRefusesThenRecovers(t *testing.T) {
 		_, err := s.ingest.Push(ctx, &longhaulv1.PushRequest{Insights: []*longhaulv1.Insight{insight("scan-g", "k", "after", time.Now())}})
 		return err == nil, fmt.Sprint(err)
 	})
+	eventually(t, "/readyz ready again", func() (bool, string) {
+		code, body := readyz()
+		return code == http.StatusOK, fmt.Sprint(code, " ", body)
+	})
+}
+
+// TestReadyzFailsWhileAPushIsRefusedShortOfTheQuota: a push too large for
+// the room left is refused WAL_FULL though the WAL is well below its quota;
+// /readyz says so for as long as the refused checker was told to wait.
+func TestReadyzFailsWhileAPushIsRefusedShortOfTheQuota(t *testing.T) {
+	t.Parallel()
+	s := startSystem(t, Config{QuotaBytes: 64 << 10})
+	ctx := context.Background()
+	if err := s.primary.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var big []*longhaulv1.Insight
+	for i := range 1000 {
+		big = append(big, insight("scan-big", "k", fmt.Sprint(i), time.Now()))
+	}
+	_, err := s.ingest.Push(ctx, &longhaulv1.PushRequest{Insights: big})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a push larger than the quota: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	resp, err := http.Get(s.http + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "refusing pushes") {
+		t.Errorf("/readyz after a refusal with the WAL empty: %d %s; want 503, refusing pushes", resp.StatusCode, b)
+	}
 }
 
 // rawMessage and rawCodec send bytes as they are, to put garbage on the wire.

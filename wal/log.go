@@ -66,6 +66,8 @@ type Log struct {
 		truncatedSinceCompact int64
 
 		appends, appendedRecords, syncs, fullRejections uint64
+		// lastFull is when an Append was last refused with ErrFull.
+		lastFull time.Time
 	}
 
 	// truncMu makes a truncation atomic for readers: Truncate holds it while
@@ -251,6 +253,7 @@ func (l *Log) Append(ctx context.Context, payloads [][]byte) (first, last uint64
 		// Already over without counting the groups ahead of it; the
 		// committer makes the exact check.
 		l.mu.fullRejections++
+		l.mu.lastFull = time.Now()
 		l.mu.Unlock()
 		return 0, 0, ErrFull
 	}
@@ -417,6 +420,7 @@ func (l *Log) commitGroup(group []*request) {
 	if len(accepted) == 0 {
 		l.mu.Lock()
 		l.mu.fullRejections += full
+		l.mu.lastFull = time.Now()
 		l.mu.Unlock()
 		return
 	}
@@ -458,6 +462,9 @@ func (l *Log) commitGroup(group []*request) {
 	l.mu.appends += uint64(len(accepted))
 	l.mu.appendedRecords += records
 	l.mu.fullRejections += full
+	if full > 0 {
+		l.mu.lastFull = time.Now()
+	}
 	if !l.opts.noSync {
 		l.mu.syncs++
 	}
@@ -778,6 +785,9 @@ type Stats struct {
 	AppendedRecords uint64 // records in them
 	Syncs           uint64 // fsynced commits: group commits and truncations
 	FullRejections  uint64 // Append calls refused with ErrFull
+	// LastFullRejection is when an Append was last refused with ErrFull
+	// (the local clock); zero if none was.
+	LastFullRejection time.Time
 	// Failed is the sticky failure, nil while the log accepts writes.
 	Failed error
 }
@@ -787,17 +797,18 @@ func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return Stats{
-		TruncatedSeq:     l.mu.truncated,
-		LastSeq:          l.mu.last,
-		Records:          l.mu.last - l.mu.truncated,
-		Bytes:            int64(l.mu.lastEnd - l.mu.truncatedEnd),
-		QuotaBytes:       l.opts.QuotaBytes,
-		OldestAppendedAt: l.mu.oldestAt,
-		Appends:          l.mu.appends,
-		AppendedRecords:  l.mu.appendedRecords,
-		Syncs:            l.mu.syncs,
-		FullRejections:   l.mu.fullRejections,
-		Failed:           l.mu.failErr,
+		TruncatedSeq:      l.mu.truncated,
+		LastSeq:           l.mu.last,
+		Records:           l.mu.last - l.mu.truncated,
+		Bytes:             int64(l.mu.lastEnd - l.mu.truncatedEnd),
+		QuotaBytes:        l.opts.QuotaBytes,
+		OldestAppendedAt:  l.mu.oldestAt,
+		Appends:           l.mu.appends,
+		AppendedRecords:   l.mu.appendedRecords,
+		Syncs:             l.mu.syncs,
+		FullRejections:    l.mu.fullRejections,
+		LastFullRejection: l.mu.lastFull,
+		Failed:            l.mu.failErr,
 	}
 }
 

@@ -208,10 +208,9 @@ func TestDiskFullUnderTheWALRefusesPushesAndShipsWhatItAcknowledged(t *testing.T
 // no restart, as the shipper drains; at the end every acknowledged insight
 // is in the primary exactly once per edge sequence.
 //
-// Logged, not checked: how often /readyz failed while pushes were refused.
-// It fails only once the WAL's bytes reach the quota, and a push is refused
-// as soon as it would go beyond it, so with pushes of many insights the WAL
-// stops a push short of the quota and /readyz stays ready.
+// And /readyz fails while pushes are refused (for the retry hint's time
+// after each refusal), though a push is refused as soon as it would go
+// beyond the quota, so the WAL's bytes stay short of it.
 func TestWALQuotaRefusesWithoutLossAndRecoversAsTheShipperDrains(t *testing.T) {
 	t.Parallel()
 	const quota = 256 << 10
@@ -304,6 +303,9 @@ func TestWALQuotaRefusesWithoutLossAndRecoversAsTheShipperDrains(t *testing.T) {
 	}
 	if peak > quota {
 		t.Errorf("the WAL held %d bytes, quota %d", peak, quota)
+	}
+	if notReady == 0 {
+		t.Errorf("/readyz never failed in %d samples while %d pushes were refused WAL_FULL", samples, fulls)
 	}
 	t.Logf("faults: WAL quota (%d KiB, shipping at 300ms RTT for %v): %d pushes refused WAL_FULL (all with a retry hint), "+
 		"%d pushes accepted after the first refusal without a restart, /readyz failing in %d of %d samples, peak %d bytes in the WAL; "+
