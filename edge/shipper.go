@@ -975,7 +975,7 @@ func (e errStalled) Error() string {
 // acknowledged. It returns when ctx ends.
 func (st *shipStream) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 	s := st.s
-	every := min(s.cfg.StallTimeout/4, time.Second)
+	every := max(min(s.cfg.StallTimeout/4, time.Second), time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
