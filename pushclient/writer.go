@@ -88,8 +88,7 @@ type Writer struct {
 	wg     sync.WaitGroup
 
 	buf     []*longhaulv1.Insight // gathered, not yet pushed
-	written int                   // insights taken by Write
-	sent    int                   // insights handed to segments: the index of buf[0]
+	written int                   // insights taken by Write; buf[0] is number written-len(buf)
 
 	closed   bool
 	closeRes Result
@@ -234,8 +233,8 @@ func (w *Writer) send(ctx context.Context, n int) error {
 		<-w.slots
 		return err
 	}
-	seg, base := w.buf[:n:n], w.sent
-	w.buf, w.sent = w.buf[n:], w.sent+n
+	seg, base := w.buf[:n:n], w.written-len(w.buf)
+	w.buf = w.buf[n:]
 	if len(w.buf) == 0 {
 		w.buf = nil // the next insights need not keep this array alive
 	}

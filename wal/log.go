@@ -252,8 +252,7 @@ func (l *Log) Append(ctx context.Context, payloads [][]byte) (first, last uint64
 	case int64(l.mu.lastEnd-l.mu.truncatedEnd)+size > l.opts.QuotaBytes:
 		// Already over without counting the groups ahead of it; the
 		// committer makes the exact check.
-		l.mu.fullRejections++
-		l.mu.lastFull = time.Now()
+		l.refusedLocked(1)
 		l.mu.Unlock()
 		return 0, 0, ErrFull
 	}
@@ -354,6 +353,15 @@ func (l *Log) failPending() {
 	}
 }
 
+// refusedLocked counts n Appends refused with ErrFull, and when. l.mu is
+// held.
+func (l *Log) refusedLocked(n uint64) {
+	if n > 0 {
+		l.mu.fullRejections += n
+		l.mu.lastFull = time.Now()
+	}
+}
+
 // takeGroup takes waiting requests, oldest first, up to MaxGroupBytes of
 // payload (at least one), and claims those not canceled.
 func (l *Log) takeGroup() []*request {
@@ -419,8 +427,7 @@ func (l *Log) commitGroup(group []*request) {
 	}
 	if len(accepted) == 0 {
 		l.mu.Lock()
-		l.mu.fullRejections += full
-		l.mu.lastFull = time.Now()
+		l.refusedLocked(full)
 		l.mu.Unlock()
 		return
 	}
@@ -461,10 +468,7 @@ func (l *Log) commitGroup(group []*request) {
 	l.mu.last, l.mu.lastEnd = next-1, end
 	l.mu.appends += uint64(len(accepted))
 	l.mu.appendedRecords += records
-	l.mu.fullRejections += full
-	if full > 0 {
-		l.mu.lastFull = time.Now()
-	}
+	l.refusedLocked(full)
 	if !l.opts.noSync {
 		l.mu.syncs++
 	}

@@ -2,7 +2,6 @@ package writepath
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -52,32 +51,9 @@ func (r *runner) perRow(ctx context.Context) (*Strategy, error) {
 
 // perRowMeasured runs the whole workload the per-row way.
 func (r *runner) perRowMeasured(ctx context.Context, pool *pgxpool.Pool) (*Strategy, error) {
-	rows := make([][]*longhaulv1.BatchInsight, len(r.scans))
-	for i, s := range r.scans {
-		rows[i] = batchRows(s, r.cfg, r.observed)
-	}
-	r.progress.start("per_row: writing across the link", int(r.cfg.Rows()))
-	calls, err := runCheckers(ctx, time.Now(), r.cfg.Concurrency, r.scans, func(ctx context.Context, i int) (time.Duration, error) {
-		if _, err := r.scanning(ctx, r.scans[i], nil); err != nil {
-			return 0, err
-		}
-		start := time.Now()
-		conn, err := pool.Acquire(ctx)
-		if err != nil {
-			return time.Since(start), err
-		}
-		defer conn.Release()
-		if err := writePerRow(ctx, conn.Conn(), rows[i], func(time.Duration) {}); err != nil {
-			return time.Since(start), fmt.Errorf("scan %s: %w", r.scans[i].id, err)
-		}
-		return time.Since(start), nil
-	}, r.progress.add)
-	if err != nil {
-		return nil, err
-	}
-	st := &Strategy{}
-	figures(st, calls, lastEnd(calls))
-	return st, nil
+	return r.writeAtEnd(ctx, pool, "per_row: writing across the link", func(ctx context.Context, conn *pgx.Conn, rows []*longhaulv1.BatchInsight) error {
+		return writePerRow(ctx, conn, rows, func(time.Duration) {})
+	})
 }
 
 // perRowSampled writes Config.Sample rows the per-row way, in calls of a
