@@ -1,12 +1,18 @@
 package edge
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -607,7 +613,8 @@ func TestShipperConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c := s.cfg; c.MaxBatchBytes != 4<<20 || c.MaxBatchRecords != 100_000 || c.MaxBatchAge != 250*time.Millisecond ||
-		c.MaxInFlight != 8 || c.BackoffMin != 100*time.Millisecond || c.BackoffMax != 10*time.Second || c.ConnectTimeout != 10*time.Second {
+		c.MaxInFlight != 8 || c.BackoffMin != 100*time.Millisecond || c.BackoffMax != 10*time.Second || c.ConnectTimeout != 10*time.Second ||
+		c.Compression != CompressionZstd {
 		t.Errorf("defaults: %+v", c)
 	}
 	for i := range 40 {
@@ -631,6 +638,7 @@ func TestShipperConfig(t *testing.T) {
 		{"batch age", ShipperConfig{EdgeID: "e", Primary: "p:1", MaxBatchAge: -time.Second}, "MaxBatchAge"},
 		{"in flight", ShipperConfig{EdgeID: "e", Primary: "p:1", MaxInFlight: -1}, "MaxInFlight"},
 		{"backoff", ShipperConfig{EdgeID: "e", Primary: "p:1", BackoffMin: time.Minute, BackoffMax: time.Second}, "backoff"},
+		{"compression", ShipperConfig{EdgeID: "e", Primary: "p:1", Compression: "lz4"}, `Compression "lz4" is not one of zstd, gzip, none`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := NewShipper(log, tc.cfg)
@@ -704,4 +712,105 @@ func TestShipperEndsAStreamThatStalls(t *testing.T) {
 	if st := s.Stats(); st.Connects < 2 || st.Sender == "" || st.Receiver == "" {
 		t.Errorf("stats %+v: want a new stream after the stall, with its sender's and receiver's phases", st)
 	}
+}
+
+// TestShipperCompressions ships the same records with each compression to
+// a real primary: all arrive, and the compressed ones put fewer bytes on
+// the wire than they encode.
+func TestShipperCompressions(t *testing.T) {
+	t.Parallel()
+	for _, c := range []string{CompressionZstd, CompressionGzip, CompressionNone} {
+		t.Run(c, func(t *testing.T) {
+			t.Parallel()
+			e := shipSetup(t)
+			svc := e.startPrimary("")
+			var ins []*longhaulv1.BatchInsight
+			for i := range 2000 {
+				ins = append(ins, shipInsight(fmt.Sprintf("host-%d.example", i/20), fmt.Sprint("port-", i%20), i, "scan-a"))
+			}
+			last := e.appendInsights(ins...)
+			s, _ := e.run(ShipperConfig{Primary: svc.Addr(), Compression: c})
+			e.waitShipped("edge-test", last, 30*time.Second)
+			e.checkTable()
+			st := s.Stats()
+			if st.Compression != c {
+				t.Errorf("stats say compression %q, want %q", st.Compression, c)
+			}
+			if squeezed := st.WireBytes < st.PayloadBytes/2; squeezed != (c != CompressionNone) {
+				t.Errorf("%s: %d payload bytes went out as %d on the wire", c, st.PayloadBytes, st.WireBytes)
+			}
+		})
+	}
+}
+
+// TestShipperFallsBackToGzip: a primary older than zstd shipping (a
+// process built without the zstd compressor, whose gRPC refuses the
+// stream as UNIMPLEMENTED) gets gzip, and everything arrives.
+func TestShipperFallsBackToGzip(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "gzipprimary")
+	if out, err := exec.Command("go", "build", "-o", bin, "./internal/gzipprimary").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./internal/gzipprimary: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading gzipprimary's address: %v", err)
+	}
+
+	log, err := wal.Open(context.Background(), t.TempDir(), wal.Options{Logger: shipQuiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = log.Close() })
+	payloads, err := shipEncode([]*longhaulv1.BatchInsight{shipInsight("a.example", "1", 1, "scan-a"), shipInsight("a.example", "2", 2, "scan-a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, last, err := log.Append(context.Background(), payloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	s, err := NewShipper(log, ShipperConfig{EdgeID: "e", Primary: strings.TrimSpace(addr), BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	shipWaitFor(t, "everything acknowledged", 30*time.Second, func() bool { return s.Stats().AppliedSeq == last })
+	st := s.Stats()
+	if st.Compression != CompressionGzip || st.Connects != 1 || st.Reconnects != 1 || !strings.Contains(st.LastError, "grpc-encoding") {
+		t.Errorf("stats %+v: want one refused zstd stream, then one gzip stream", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logged.String(), "cannot decode zstd"); n != 1 {
+		t.Errorf("the fallback was logged %d times, want once:\n%s", n, logged.String())
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

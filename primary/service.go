@@ -13,11 +13,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	_ "google.golang.org/grpc/encoding/gzip" // edges ship gzip-compressed batches
+	_ "google.golang.org/grpc/encoding/gzip" // edges before zstd ship gzip-compressed batches
 	"google.golang.org/grpc/keepalive"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/internal/serve"
+	_ "github.com/longhaul/longhaul/internal/zstdgrpc" // edges ship zstd-compressed batches
 	"github.com/longhaul/longhaul/primary/migrate"
 )
 

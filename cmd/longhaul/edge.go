@@ -39,6 +39,7 @@ func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.IntVar(&cfg.Shipper.MaxBatchBytes, "batch-bytes", 0, "ship a batch once it holds this many bytes (0: the default, 4 MiB)")
 	fs.DurationVar(&cfg.Shipper.MaxBatchAge, "batch-age", 0, "longest the oldest insight of a batch may wait; the visible budget may make it shorter, never longer (0: the default, 250ms; up to --budget-visible-p99 lets the budget alone size batches)")
 	fs.IntVar(&cfg.Shipper.MaxInFlight, "max-in-flight", 0, "batches sent to the primary and not yet acknowledged (0: the default)")
+	fs.StringVar(&cfg.Shipper.Compression, "ship-compression", edge.CompressionZstd, "compression of the shipping stream: zstd, gzip or none (a primary that cannot decode zstd gets gzip)")
 	fs.DurationVar(&cfg.Shipper.StallTimeout, "ship-stall-timeout", 0, "end and reopen a shipping stream on which nothing was sent or acknowledged for this long while records wait, logging where it stood (0: the default, 60s; negative: never)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long pushes under way may take to finish")
 	fs.StringVar(&cfg.Gossip.BindAddr, "gossip-listen", "", "gossip address (UDP and TCP, ip:port) to join the cluster of edges on; empty: no gossip, GET /v1/topology lists this edge alone")
