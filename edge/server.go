@@ -166,31 +166,78 @@ func (s *Server) pushStream(stream longhaulv1.Ingest_PushStreamServer) error {
 		return errShuttingDown
 	}
 	defer s.pushes.Done()
+	ctx := stream.Context()
+	// The requests are made durable in order by an appender beside this
+	// loop, so that while one request's records wait for their fsync the
+	// next is read, validated and encoded. The answer waits for the
+	// checker to close the stream: what the edge owes each request is its
+	// being durable. resp is the appender's until it has said it is done.
 	resp := &longhaulv1.PushResponse{}
+	type group struct {
+		payloads [][]byte
+		received time.Time
+	}
+	groups := make(chan group, 1)
+	failed := make(chan struct{})
+	appended := make(chan error, 1)
+	// A request read whole is made durable even if the stream breaks
+	// after it, as it would have been before the next was read.
+	actx := context.WithoutCancel(ctx)
+	go func() {
+		var err error
+		for g := range groups {
+			if err != nil {
+				continue // requests after a failed one are not accepted
+			}
+			first, last, aerr := s.commit(actx, g.payloads)
+			if aerr != nil {
+				err = aerr
+				close(failed)
+				continue
+			}
+			s.stages.observe(stageAck, time.Since(g.received), 1)
+			if resp.FirstSeq == 0 {
+				resp.FirstSeq = first
+			}
+			resp.LastSeq = last
+			resp.Accepted += int64(len(g.payloads))
+		}
+		appended <- err
+	}()
+	// finish waits for the appender; its error, about an earlier request,
+	// comes before err, about this one.
+	finish := func(err error) error {
+		close(groups)
+		if aerr := <-appended; aerr != nil {
+			err = aerr
+		}
+		if err != nil {
+			return partiallyAccepted(err, resp)
+		}
+		return stream.SendAndClose(resp)
+	}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(resp)
+			return finish(nil)
 		}
 		if err != nil {
 			// gRPC has answered the stream itself (a message over
 			// MaxRequestBytes, a broken stream): what is returned here
 			// reaches only the metrics.
+			_ = finish(err)
 			return err
 		}
-		t := time.Now()
-		first, last, err := s.accept(stream.Context(), req.Insights)
+		received := time.Now()
+		payloads, err := s.prepare(ctx, req.Insights)
 		if err != nil {
-			return partiallyAccepted(err, resp)
+			return finish(err)
 		}
-		// The answer waits for the checker to close the stream: what the
-		// edge owes each message is its being durable.
-		s.stages.observe(stageAck, time.Since(t), 1)
-		if resp.FirstSeq == 0 {
-			resp.FirstSeq = first
+		select {
+		case groups <- group{payloads: payloads, received: received}:
+		case <-failed:
+			return finish(nil)
 		}
-		resp.LastSeq = last
-		resp.Accepted += int64(len(req.Insights))
 	}
 }
 
@@ -237,8 +284,17 @@ func (s *Server) completeScan(ctx context.Context, req *longhaulv1.CompleteScanR
 // the client may write their accounts, and appends them to the WAL as one
 // group.
 func (s *Server) accept(ctx context.Context, ins []*longhaulv1.Insight) (first, last uint64, err error) {
-	if err := s.admit(ctx, len(ins)); err != nil {
+	payloads, err := s.prepare(ctx, ins)
+	if err != nil {
 		return 0, 0, err
+	}
+	return s.commit(ctx, payloads)
+}
+
+// prepare is accept up to the WAL: it returns the insights' records.
+func (s *Server) prepare(ctx context.Context, ins []*longhaulv1.Insight) ([][]byte, error) {
+	if err := s.admit(ctx, len(ins)); err != nil {
+		return nil, err
 	}
 	t := time.Now()
 	valid, err := ValidateInsights(s.now(), s.limits, ins)
@@ -247,21 +303,26 @@ func (s *Server) accept(ctx context.Context, ins []*longhaulv1.Insight) (first, 
 	s.stages.observe(stageValidation, took, 1)
 	if err != nil {
 		s.metrics.invalid.Inc()
-		return 0, 0, err
+		return nil, err
 	}
 	if err := s.permitted(ctx, len(ins), func(i int) string { return ins[i].GetAccountId() },
 		func(i int) string { return fmt.Sprintf("insights[%d].account_id", i) }); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	payloads := make([][]byte, len(valid))
 	for i, in := range valid {
 		if payloads[i], err = EncodeInsight(in); err != nil {
-			return 0, 0, status.Errorf(codes.Internal, "encode insights[%d]: %v", i, err)
+			return nil, status.Errorf(codes.Internal, "encode insights[%d]: %v", i, err)
 		}
 	}
+	return payloads, nil
+}
+
+// commit appends one request's records to the WAL as one group.
+func (s *Server) commit(ctx context.Context, payloads [][]byte) (first, last uint64, err error) {
 	first, last, err = s.append(ctx, payloads)
 	if err == nil {
-		s.metrics.insights.Add(float64(len(valid)))
+		s.metrics.insights.Add(float64(len(payloads)))
 	}
 	return first, last, err
 }
