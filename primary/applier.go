@@ -118,6 +118,12 @@ var ErrInvalidBatch = errors.New("primary: invalid batch")
 // ledger is OUT_OF_SEQUENCE, also without writing. Apply may reorder
 // b.Insights.
 func (a *Applier) Apply(ctx context.Context, b *longhaulv1.Batch) (Result, error) {
+	return a.apply(ctx, b, nil)
+}
+
+// apply is Apply with the batch's insights already collapsed when p is
+// not nil (by prepare, from the same batch).
+func (a *Applier) apply(ctx context.Context, b *longhaulv1.Batch, p *prepared) (Result, error) {
 	if b.EdgeId == "" {
 		return Result{}, fmt.Errorf("%w: edge_id is empty", ErrInvalidBatch)
 	}
@@ -125,9 +131,8 @@ func (a *Applier) Apply(ctx context.Context, b *longhaulv1.Batch) (Result, error
 		return Result{}, fmt.Errorf("%w: sequence range %d..%d", ErrInvalidBatch, b.FirstSeq, b.LastSeq)
 	}
 	start := time.Now()
-	// Prepared once the ledger says the batch is to be written, and kept
-	// across retries; a replayed batch costs no sorting.
-	var p *prepared
+	// Otherwise prepared once the ledger says the batch is to be written,
+	// and kept across retries; a replayed batch costs no sorting.
 	var res Result
 	var err error
 	for attempt := 0; ; attempt++ {

@@ -95,10 +95,15 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 	log.Info("ship: edge connected", "applied_seq", applied)
 
 	// The reader runs ahead of the applier by up to MaxInFlight batches, so
-	// decoding the next batch overlaps applying this one.
+	// decoding and collapsing the next batch overlaps PostgreSQL's applying
+	// this one.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	batches := make(chan *longhaulv1.Batch, s.cfg.MaxInFlight-1)
+	type received struct {
+		b *longhaulv1.Batch
+		p prepared
+	}
+	batches := make(chan received, s.cfg.MaxInFlight-1)
 	readErr := make(chan error, 1)
 	// The reader ends when Recv fails, which it does once Ship returns. It
 	// reports why in readErr (once) before closing batches.
@@ -116,7 +121,7 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 				return
 			}
 			select {
-			case batches <- b:
+			case batches <- received{b: b, p: prepare(b.Insights, b.Tallies)}:
 			case <-ctx.Done():
 				readErr <- ctx.Err()
 				return
@@ -130,12 +135,13 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 			return errDraining
 		default:
 		}
-		var b *longhaulv1.Batch
+		var r received
 		select {
 		case <-s.draining:
 			return errDraining
-		case b = <-batches:
+		case r = <-batches:
 		}
+		b := r.b
 		if b == nil {
 			err := <-readErr
 			if errors.Is(err, io.EOF) {
@@ -150,7 +156,7 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 		if b.EdgeId != hello.EdgeId {
 			return status.Errorf(codes.InvalidArgument, "ship: batch edge_id %q on the stream of %q", b.EdgeId, hello.EdgeId)
 		}
-		res, err := s.applier.Apply(ctx, b)
+		res, err := s.applier.apply(ctx, b, &r.p)
 		if err != nil {
 			if errors.Is(err, ErrInvalidBatch) {
 				return status.Error(codes.InvalidArgument, err.Error())
