@@ -89,8 +89,10 @@ func (l Limits) withDefaults() Limits {
 
 // FieldError is bad input, named by the path of the field in the request
 // (PushRequest or CompleteScanRequest). It converts to InvalidArgument (HTTP
-// 400) with a google.rpc.BadRequest detail. Neither Field nor Reason ever
-// holds bytes of the input, so both are printable, valid UTF-8. In a
+// 400) with a google.rpc.BadRequest detail. Field never holds bytes of the
+// input; Reason holds them only where it names a place in details (a JSON
+// pointer, a key), cut to about 120 bytes and quoted as strconv.Quote does,
+// so both are printable, valid UTF-8. In a
 // PushStream the request is the message that failed, not the stream: see
 // MetaAccepted for where its insights[0] is in the stream.
 type FieldError struct {

@@ -131,8 +131,8 @@ func (a *Applier) apply(ctx context.Context, b *longhaulv1.Batch, p *prepared) (
 		return Result{}, fmt.Errorf("%w: sequence range %d..%d", ErrInvalidBatch, b.FirstSeq, b.LastSeq)
 	}
 	start := time.Now()
-	// Otherwise prepared once the ledger says the batch is to be written,
-	// and kept across retries; a replayed batch costs no sorting.
+	// When not given, prepared once the ledger says the batch is to be
+	// written (a replayed batch costs no sorting); kept across retries.
 	var res Result
 	var err error
 	for attempt := 0; ; attempt++ {
