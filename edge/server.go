@@ -167,56 +167,70 @@ func (s *Server) pushStream(stream longhaulv1.Ingest_PushStreamServer) error {
 	}
 	defer s.pushes.Done()
 	ctx := stream.Context()
-	// The requests are made durable in order by an appender beside this
+	// The answer waits for the checker to close the stream: what the edge
+	// owes each request is its being durable. From the second request on,
+	// the requests are made durable in order by an appender beside this
 	// loop, so that while one request's records wait for their fsync the
-	// next is read, validated and encoded. The answer waits for the
-	// checker to close the stream: what the edge owes each request is its
-	// being durable. resp is the appender's until it has said it is done.
+	// next is read, validated and encoded; a stream of one request (a
+	// small scan) is spared the goroutine. resp is the appender's while it
+	// runs.
 	resp := &longhaulv1.PushResponse{}
+	record := func(ctx context.Context, payloads [][]byte, received time.Time) error {
+		first, last, err := s.commit(ctx, payloads)
+		if err != nil {
+			return err
+		}
+		s.stages.observe(stageAck, time.Since(received), 1)
+		if resp.FirstSeq == 0 {
+			resp.FirstSeq = first
+		}
+		resp.LastSeq = last
+		resp.Accepted += int64(len(payloads))
+		return nil
+	}
 	type group struct {
 		payloads [][]byte
 		received time.Time
 	}
-	groups := make(chan group, 1)
-	failed := make(chan struct{})
-	appended := make(chan error, 1)
-	// A request read whole is made durable even if the stream breaks
-	// after it, as it would have been before the next was read.
-	actx := context.WithoutCancel(ctx)
-	go func() {
-		var err error
-		for g := range groups {
-			if err != nil {
-				continue // requests after a failed one are not accepted
+	var (
+		groups   chan group // nil until the appender starts
+		failed   = make(chan struct{})
+		appended = make(chan error, 1)
+	)
+	startAppender := func() {
+		groups = make(chan group, 1)
+		// A request read whole is made durable even if the stream
+		// breaks after it, as it would have been before the next was
+		// read.
+		actx := context.WithoutCancel(ctx)
+		go func() {
+			var err error
+			for g := range groups {
+				if err != nil {
+					continue // requests after a failed one are not accepted
+				}
+				if err = record(actx, g.payloads, g.received); err != nil {
+					close(failed)
+				}
 			}
-			first, last, aerr := s.commit(actx, g.payloads)
-			if aerr != nil {
-				err = aerr
-				close(failed)
-				continue
-			}
-			s.stages.observe(stageAck, time.Since(g.received), 1)
-			if resp.FirstSeq == 0 {
-				resp.FirstSeq = first
-			}
-			resp.LastSeq = last
-			resp.Accepted += int64(len(g.payloads))
-		}
-		appended <- err
-	}()
+			appended <- err
+		}()
+	}
 	// finish waits for the appender; its error, about an earlier request,
 	// comes before err, about this one.
 	finish := func(err error) error {
-		close(groups)
-		if aerr := <-appended; aerr != nil {
-			err = aerr
+		if groups != nil {
+			close(groups)
+			if aerr := <-appended; aerr != nil {
+				err = aerr
+			}
 		}
 		if err != nil {
 			return partiallyAccepted(err, resp)
 		}
 		return stream.SendAndClose(resp)
 	}
-	for {
+	for n := 0; ; n++ {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return finish(nil)
@@ -232,6 +246,15 @@ func (s *Server) pushStream(stream longhaulv1.Ingest_PushStreamServer) error {
 		payloads, err := s.prepare(ctx, req.Insights)
 		if err != nil {
 			return finish(err)
+		}
+		if n == 0 {
+			if err := record(ctx, payloads, received); err != nil {
+				return finish(err)
+			}
+			continue
+		}
+		if groups == nil {
+			startAppender()
 		}
 		select {
 		case groups <- group{payloads: payloads, received: received}:
