@@ -386,8 +386,8 @@ func NewShipper(log *wal.Log, cfg ShipperConfig) (*Shipper, error) {
 		return nil, err
 	}
 	s := &Shipper{log: log, cfg: cfg, logger: cfg.Logger.With("edge_id", cfg.EdgeID), stages: cfg.stages}
-	s.compression.Store(&cfg.Compression)
 	s.m = newShipMetrics(s)
+	s.useCompression(cfg.Compression)
 	if s.stages == nil {
 		window := cfg.Budget.Window
 		if window == 0 {
@@ -580,8 +580,7 @@ func (s *Shipper) handshake(ctx context.Context, cc *grpc.ClientConn) (longhaulv
 	m, err := stream.Recv()
 	if err != nil {
 		if compression == CompressionZstd && cannotDecompress(err) {
-			gz := CompressionGzip
-			s.compression.Store(&gz)
+			s.useCompression(CompressionGzip)
 			s.logger.Warn("ship: the primary cannot decode zstd (is it older than this edge?): shipping gzip to it until this edge restarts",
 				"primary", s.cfg.Primary, "err", err)
 		}
@@ -594,6 +593,18 @@ func (s *Shipper) handshake(ctx context.Context, cc *grpc.ClientConn) (longhaulv
 	// The first measure of the link, for the steering until acks come.
 	s.lastShip.Store(int64(time.Since(sent)))
 	return stream, w.AppliedSeq, nil
+}
+
+// useCompression makes c the compression of the next streams.
+func (s *Shipper) useCompression(c string) {
+	s.compression.Store(&c)
+	for _, codec := range []string{CompressionZstd, CompressionGzip, CompressionNone} {
+		v := 0.0
+		if codec == c {
+			v = 1
+		}
+		s.m.compression.WithLabelValues(codec).Set(v)
+	}
 }
 
 // cannotDecompress tells whether err is a gRPC server's refusal of a
@@ -1189,6 +1200,7 @@ type shipMetrics struct {
 	batchRecords, batchBytes                           prometheus.Histogram
 	inFlight, connected, appliedSeq, ledgerMismatch    prometheus.Gauge
 	targetWait, expectedShip                           prometheus.Gauge
+	compression                                        *prometheus.GaugeVec
 	all                                                []prometheus.Collector
 }
 
@@ -1230,11 +1242,13 @@ func newShipMetrics(s *Shipper) *shipMetrics {
 			Help: "WAL payload bytes per batch sent (before coalescing and compression).", Buckets: prometheus.ExponentialBuckets(256, 2, 20)}),
 		targetWait:   gauge("target_wait_seconds", "How long the oldest record of a batch that is not full may wait before the batch is sent, as the shipper last decided (budget, fixed interval or max age)."),
 		expectedShip: gauge("expected_round_trip_seconds", "The p99 of a batch's send to ack, apply included, the budget's steering expects."),
+		compression: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "longhaul_edge_ship_compression",
+			Help: "1 for the compression the shipping streams use (zstd, gzip or none), 0 for the others; gzip where zstd was configured means the primary cannot decode zstd."}, []string{"codec"}),
 	}
 	m.all = []prometheus.Collector{m.batchesSent, m.recordsSent, m.payloadBytes, m.wireBytes, m.acks,
 		m.recordsApplied, m.insightsIn, m.insightsOut, m.coalesced, m.badRecords, m.reconnects, m.stalls,
 		m.roundTrip, m.applyTime, m.endToEnd, m.inFlight, m.connected, m.appliedSeq, m.ledgerMismatch,
-		m.batchRecords, m.batchBytes, m.targetWait, m.expectedShip}
+		m.batchRecords, m.batchBytes, m.targetWait, m.expectedShip, m.compression}
 	// The backlog (records, bytes, oldest age) is the WAL's state: the edge
 	// exports it as longhaul_edge_wal_*.
 	return m

@@ -796,6 +796,9 @@ func TestShipperFallsBackToGzip(t *testing.T) {
 	if st.Compression != CompressionGzip || st.Connects != 1 || st.Reconnects != 1 || !strings.Contains(st.LastError, "grpc-encoding") {
 		t.Errorf("stats %+v: want one refused zstd stream, then one gzip stream", st)
 	}
+	if z, g := testutil.ToFloat64(s.m.compression.WithLabelValues(CompressionZstd)), testutil.ToFloat64(s.m.compression.WithLabelValues(CompressionGzip)); z != 0 || g != 1 {
+		t.Errorf("longhaul_edge_ship_compression: zstd %v, gzip %v; want 0 and 1", z, g)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if n := strings.Count(logged.String(), "cannot decode zstd"); n != 1 {
