@@ -139,8 +139,9 @@ type ShipperConfig struct {
 	MaxInFlight int
 	// Compression of the stream: CompressionZstd (the default),
 	// CompressionGzip, or CompressionNone. A primary that cannot decode
-	// zstd (one older than this edge) refuses the stream; the shipper then
-	// ships gzip to it until the edge restarts, and logs it once.
+	// zstd (one older than this edge) refuses the stream; the shipper logs
+	// it and reconnects with gzip. When that stream ends, the next asks
+	// for zstd again (the primary may have been upgraded meanwhile).
 	Compression string
 
 	// BackoffMin and BackoffMax bound the wait before reconnecting after a
@@ -304,8 +305,8 @@ type Shipper struct {
 	// lastShip is the last round trip measured, in nanoseconds: a batch's
 	// send to its ack, or a hello's send to the welcome.
 	lastShip atomic.Int64
-	// compression is the stream's compression: cfg.Compression, until a
-	// primary refuses zstd.
+	// compression is the next stream's compression: cfg.Compression, or
+	// gzip after a primary refused zstd, until that gzip stream ends.
 	compression atomic.Pointer[string]
 
 	// cur is the current stream, nil between streams: Stats reads where
@@ -539,6 +540,9 @@ func (s *Shipper) session(ctx context.Context) (progress bool, err error) {
 		s.stats.Connected, s.stats.InFlight = false, 0
 		s.inFlight = s.inFlight[:0]
 		s.mu.Unlock()
+		// After a fallback to gzip: the primary may have been upgraded
+		// since it refused zstd, so the next stream asks for it again.
+		s.useCompression(s.cfg.Compression)
 	}()
 
 	st := &shipStream{
@@ -581,7 +585,7 @@ func (s *Shipper) handshake(ctx context.Context, cc *grpc.ClientConn) (longhaulv
 	if err != nil {
 		if compression == CompressionZstd && cannotDecompress(err) {
 			s.useCompression(CompressionGzip)
-			s.logger.Warn("ship: the primary cannot decode zstd (is it older than this edge?): shipping gzip to it until this edge restarts",
+			s.logger.Warn("ship: the primary cannot decode zstd (is it older than this edge?): shipping gzip to it; the next stream after this one asks for zstd again",
 				"primary", s.cfg.Primary, "err", err)
 		}
 		return nil, 0, fmt.Errorf("edge: ship: welcome: %w", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/longhaul/longhaul/internal/pgtest"
 	"github.com/longhaul/longhaul/internal/wan"
 	"github.com/longhaul/longhaul/primary"
+	"github.com/longhaul/longhaul/primary/migrate"
 	"github.com/longhaul/longhaul/wal"
 )
 
@@ -745,9 +746,12 @@ func TestShipperCompressions(t *testing.T) {
 
 // TestShipperFallsBackToGzip: a primary older than zstd shipping (a
 // process built without the zstd compressor, whose gRPC refuses the
-// stream as UNIMPLEMENTED) gets gzip, and everything arrives.
+// stream as UNIMPLEMENTED) gets gzip, and everything arrives. When that
+// primary is replaced by one that decodes zstd (an upgrade), the next
+// stream is zstd again.
 func TestShipperFallsBackToGzip(t *testing.T) {
 	t.Parallel()
+	e := shipSetup(t)
 	bin := filepath.Join(t.TempDir(), "gzipprimary")
 	if out, err := exec.Command("go", "build", "-o", bin, "./internal/gzipprimary").CombinedOutput(); err != nil {
 		t.Fatalf("go build ./internal/gzipprimary: %v\n%s", err, out)
@@ -762,36 +766,18 @@ func TestShipperFallsBackToGzip(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		t.Fatalf("reading gzipprimary's address: %v", err)
 	}
+	addr := strings.TrimSpace(line)
 
-	log, err := wal.Open(context.Background(), t.TempDir(), wal.Options{Logger: shipQuiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = log.Close() })
-	payloads, err := shipEncode([]*longhaulv1.BatchInsight{shipInsight("a.example", "1", 1, "scan-a"), shipInsight("a.example", "2", 2, "scan-a")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, last, err := log.Append(context.Background(), payloads)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var logged bytes.Buffer
 	var mu sync.Mutex
-	s, err := NewShipper(log, ShipperConfig{EdgeID: "e", Primary: strings.TrimSpace(addr), BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+	s, _ := e.run(ShipperConfig{Primary: addr, BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	shipWaitFor(t, "everything acknowledged", 30*time.Second, func() bool { return s.Stats().AppliedSeq == last })
+	last := e.appendInsights(shipInsight("a.example", "1", 1, "scan-a"), shipInsight("a.example", "2", 2, "scan-a"))
+	shipWaitFor(t, "everything acknowledged by the old primary", 30*time.Second, func() bool { return s.Stats().AppliedSeq == last })
 	st := s.Stats()
 	if st.Compression != CompressionGzip || st.Connects != 1 || st.Reconnects != 1 || !strings.Contains(st.LastError, "grpc-encoding") {
 		t.Errorf("stats %+v: want one refused zstd stream, then one gzip stream", st)
@@ -800,9 +786,28 @@ func TestShipperFallsBackToGzip(t *testing.T) {
 		t.Errorf("longhaul_edge_ship_compression: zstd %v, gzip %v; want 0 and 1", z, g)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if n := strings.Count(logged.String(), "cannot decode zstd"); n != 1 {
 		t.Errorf("the fallback was logged %d times, want once:\n%s", n, logged.String())
+	}
+	mu.Unlock()
+
+	// The upgrade: the database holds what the old primary applied, and a
+	// primary of this build takes the old one's address.
+	if _, err := migrate.Up(e.ctx, e.pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(e.ctx, `INSERT INTO edge_ledger (edge_id, applied_seq) VALUES ('edge-test', $1)`, int64(last)); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	e.sent = nil // applied by the old primary, which wrote no rows
+	e.startPrimary(addr)
+	last = e.appendInsights(shipInsight("b.example", "1", 3, "scan-b"))
+	e.waitShipped("edge-test", last, 30*time.Second)
+	e.checkTable()
+	if st := s.Stats(); st.Compression != CompressionZstd || st.Connects < 2 {
+		t.Errorf("stats %+v: want a zstd stream to the upgraded primary", st)
 	}
 }
 

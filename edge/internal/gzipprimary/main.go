@@ -1,13 +1,15 @@
 // Command gzipprimary is a shipping endpoint as a primary older than
 // zstd shipping was: a gRPC server without the zstd compressor, which
-// acknowledges every batch as applied, in order. It prints its address on
-// stdout and serves until killed. The edge's tests start it to check that a
+// acknowledges every batch as applied, in order. It listens on -listen
+// (any port of 127.0.0.1 by default), prints its address on stdout and
+// serves until killed. The edge's tests start it to check that a
 // shipper falls back to gzip; it must not import anything that registers
 // zstd (edge, primary, internal/zstdgrpc).
 package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -62,7 +64,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "gzipprimary: zstd is registered: something imported it")
 		os.Exit(2)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
+	flag.Parse()
+	lis, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gzipprimary:", err)
 		os.Exit(1)
