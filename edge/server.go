@@ -192,13 +192,14 @@ func (s *Server) pushStream(stream longhaulv1.Ingest_PushStreamServer) error {
 		payloads [][]byte
 		received time.Time
 	}
+	// All nil until the appender starts.
 	var (
-		groups   chan group // nil until the appender starts
-		failed   = make(chan struct{})
-		appended = make(chan error, 1)
+		groups   chan group
+		failed   chan struct{}
+		appended chan error
 	)
 	startAppender := func() {
-		groups = make(chan group, 1)
+		groups, failed, appended = make(chan group, 1), make(chan struct{}), make(chan error, 1)
 		// A request read whole is made durable even if the stream
 		// breaks after it, as it would have been before the next was
 		// read.
