@@ -118,12 +118,13 @@ var ErrInvalidBatch = errors.New("primary: invalid batch")
 // ledger is OUT_OF_SEQUENCE, also without writing. Apply may reorder
 // b.Insights.
 func (a *Applier) Apply(ctx context.Context, b *longhaulv1.Batch) (Result, error) {
-	return a.apply(ctx, b, nil)
+	return a.apply(ctx, b, nil, nil)
 }
 
 // apply is Apply with the batch's insights already collapsed when p is
-// not nil (by prepare, from the same batch).
-func (a *Applier) apply(ctx context.Context, b *longhaulv1.Batch, p *prepared) (Result, error) {
+// not nil (by prepare, from the same batch), and, when t is not nil, in
+// its turn among a stream's batches applied at once (see turn).
+func (a *Applier) apply(ctx context.Context, b *longhaulv1.Batch, p *prepared, t *turn) (Result, error) {
 	if b.EdgeId == "" {
 		return Result{}, fmt.Errorf("%w: edge_id is empty", ErrInvalidBatch)
 	}
@@ -136,7 +137,14 @@ func (a *Applier) apply(ctx context.Context, b *longhaulv1.Batch, p *prepared) (
 	var res Result
 	var err error
 	for attempt := 0; ; attempt++ {
-		res, err = a.applyOnce(ctx, b, &p)
+		res, err = a.applyOnce(ctx, b, &p, t)
+		if errors.Is(err, errTurn) {
+			a.metrics.turnWaits.Inc()
+			if err = t.awaitPrev(ctx); err != nil {
+				break
+			}
+			continue
+		}
 		if err == nil || attempt >= a.cfg.Retries || !retryable(err) {
 			break
 		}
@@ -146,6 +154,16 @@ func (a *Applier) apply(ctx context.Context, b *longhaulv1.Batch, p *prepared) (
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
 		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+		}
+	}
+	if t != nil && t.prev != nil {
+		// A batch is done only once the one before is: the next one,
+		// finding the ledger short of its start, tells a gap from a batch
+		// before still being applied by whether this one is done.
+		select {
+		case <-t.prev.done:
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
 		}
 	}
 	res.Duration = time.Since(start)
@@ -169,7 +187,7 @@ func (a *Applier) AppliedSeq(ctx context.Context, edgeID string) (uint64, error)
 	return uint64(seq), nil
 }
 
-func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepared) (Result, error) {
+func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepared, t *turn) (Result, error) {
 	conn, err := a.pool.Acquire(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("primary: acquire connection: %w", err)
@@ -189,17 +207,29 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
 
+	// prev is the batch before while it is being applied: this one then
+	// writes its rows first and checks the ledger in its turn, after it.
+	prev := t.inFlight()
 	var applied int64
-	if err := tx.QueryRow(ctx, sqlLedger, b.EdgeId).Scan(&applied); err != nil {
-		return Result{}, fmt.Errorf("primary: ledger of %q: %w", b.EdgeId, err)
+	if t != nil {
+		err := tx.QueryRow(ctx, sqlTurn, b.EdgeId, t.key).Scan(&applied)
+		t.hold()
+		if err != nil {
+			return Result{}, fmt.Errorf("primary: take the turn of %q: %w", b.EdgeId, err)
+		}
 	}
 	res := Result{AppliedSeq: uint64(applied), Path: PathNone}
-	switch {
-	case b.LastSeq <= uint64(applied):
-		res.Status = longhaulv1.Ack_DUPLICATE
-		return res, nil // the deferred rollback releases the ledger row
-	case b.FirstSeq != uint64(applied)+1:
-		res.Status = longhaulv1.Ack_OUT_OF_SEQUENCE
+	if prev == nil {
+		if err := tx.QueryRow(ctx, sqlLedger, b.EdgeId).Scan(&applied); err != nil {
+			return Result{}, fmt.Errorf("primary: ledger of %q: %w", b.EdgeId, err)
+		}
+		res.AppliedSeq = uint64(applied)
+		if st, ok := ledgerVerdict(b, applied); !ok {
+			res.Status = st
+			return res, nil // the deferred rollback releases the ledger row
+		}
+	} else if b.LastSeq <= uint64(applied) {
+		res.Status = longhaulv1.Ack_DUPLICATE // a replay: not written
 		return res, nil
 	}
 
@@ -216,6 +246,22 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 		}
 		res.Path = path
 	}
+	if prev != nil {
+		if _, err := tx.Exec(ctx, sqlAwaitTurn, prev.key); err != nil {
+			return Result{}, fmt.Errorf("primary: wait for the batch before: %w", err)
+		}
+		if err := tx.QueryRow(ctx, sqlLedger, b.EdgeId).Scan(&applied); err != nil {
+			return Result{}, fmt.Errorf("primary: ledger of %q: %w", b.EdgeId, err)
+		}
+		res.AppliedSeq = uint64(applied)
+		if st, ok := ledgerVerdict(b, applied); !ok {
+			if st == longhaulv1.Ack_OUT_OF_SEQUENCE && !prev.finished() {
+				return Result{}, errTurn // it rolled back and is not done: after it, alone
+			}
+			res.Status, res.Path = st, PathNone
+			return res, nil // the rows written are rolled back
+		}
+	}
 	if res.Resolved, err = w.scans(ctx, p.tallies); err != nil {
 		return Result{}, err
 	}
@@ -230,6 +276,18 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 	res.Rows = len(p.rows) - w.deadLetters
 	res.DeadLetters = w.deadLetters
 	return res, nil
+}
+
+// ledgerVerdict tells whether b is next after applied; when not, whether
+// it is a DUPLICATE or OUT_OF_SEQUENCE.
+func ledgerVerdict(b *longhaulv1.Batch, applied int64) (longhaulv1.Ack_Status, bool) {
+	switch {
+	case b.LastSeq <= uint64(applied):
+		return longhaulv1.Ack_DUPLICATE, false
+	case b.FirstSeq != uint64(applied)+1:
+		return longhaulv1.Ack_OUT_OF_SEQUENCE, false
+	}
+	return longhaulv1.Ack_APPLIED, true
 }
 
 // writer writes the rows of one batch inside its transaction.

@@ -14,6 +14,7 @@ type applierMetrics struct {
 	resolved    prometheus.Counter       // insights resolved by completions
 	seconds     *prometheus.HistogramVec // apply time by path
 	retries     prometheus.Counter
+	turnWaits   prometheus.Counter // batches applied again after the batch before
 	failures    prometheus.Counter
 }
 
@@ -41,12 +42,16 @@ func newApplierMetrics(reg prometheus.Registerer) (*applierMetrics, error) {
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "longhaul_primary_apply_retries_total", Help: "Transactions retried after a deadlock or serialization failure.",
 		}),
+		turnWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "longhaul_primary_apply_turn_waits_total",
+			Help: "Batches applied in parallel that found the batch before them not committed, rolled back and were applied again after it.",
+		}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "longhaul_primary_apply_failures_total", Help: "Batches that could not be applied (not acknowledged).",
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.batches, m.rows, m.collapsed, m.deadLetters, m.resolved, m.seconds, m.retries, m.failures} {
+		for _, c := range []prometheus.Collector{m.batches, m.rows, m.collapsed, m.deadLetters, m.resolved, m.seconds, m.retries, m.turnWaits, m.failures} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -3,11 +3,15 @@ package primary
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"reflect"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"pgregory.net/rapid"
 
@@ -113,10 +117,17 @@ func TestApplyMatchesModel(t *testing.T) {
 			return nil
 		}
 		if rapid.Bool().Draw(rt, "concurrent") {
+			// Each edge's batches through Apply, or on a shipping stream
+			// of its own to a server writing up to parallel of them at once.
+			apply := applyPlan
+			if parallel := rapid.IntRange(0, 3).Draw(rt, "stream parallel"); parallel > 0 {
+				addr := serveShipper(rt, a, ServerConfig{Parallel: parallel})
+				apply = func(plan []*longhaulv1.Batch) error { return shipPlan(ctx, addr, plan) }
+			}
 			var wg sync.WaitGroup
 			errs := make([]error, edges)
 			for e := range plans {
-				wg.Go(func() { errs[e] = applyPlan(plans[e]) })
+				wg.Go(func() { errs[e] = apply(plans[e]) })
 			}
 			wg.Wait()
 			for _, err := range errs {
@@ -151,6 +162,79 @@ func TestApplyMatchesModel(t *testing.T) {
 			}
 		}
 	})
+}
+
+// serveShipper serves a Server of a on loopback until t ends and returns
+// its address.
+func serveShipper(t interface {
+	Fatal(...any)
+	Cleanup(func())
+}, a *Applier, cfg ServerConfig) string {
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	srv, err := NewServer(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	longhaulv1.RegisterShipperServer(g, srv)
+	go g.Serve(lis) //nolint:errcheck // ends with Stop
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+// shipPlan sends an edge's batches on one stream, as fast as the stream
+// takes them, and checks that each is acknowledged in order, none out of
+// sequence.
+func shipPlan(ctx context.Context, addr string, plan []*longhaulv1.Batch) error {
+	if len(plan) == 0 {
+		return nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := longhaulv1.NewShipperClient(cc).Ship(ctx)
+	if err != nil {
+		return err
+	}
+	hello := &longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Hello{Hello: &longhaulv1.Hello{EdgeId: plan[0].EdgeId}}}
+	if err := stream.Send(hello); err != nil {
+		return err
+	}
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	sent := make(chan error, 1)
+	go func() {
+		for _, b := range plan {
+			if err := stream.Send(&longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Batch{Batch: cloneBatch(b)}}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- stream.CloseSend()
+	}()
+	for _, b := range plan {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		ack := m.GetAck()
+		if ack.GetFirstSeq() != b.FirstSeq || ack.GetLastSeq() != b.LastSeq {
+			return fmt.Errorf("ack %d..%d, want %d..%d (in order)", ack.GetFirstSeq(), ack.GetLastSeq(), b.FirstSeq, b.LastSeq)
+		}
+		if ack.GetStatus() == longhaulv1.Ack_OUT_OF_SEQUENCE {
+			return fmt.Errorf("batch %d..%d out of sequence", b.FirstSeq, b.LastSeq)
+		}
+	}
+	return <-sent
 }
 
 func rangeN(n int) []int {

@@ -22,6 +22,13 @@ type ServerConfig struct {
 	// yet applied; beyond it the server stops reading from the stream (flow
 	// control holds the edge back). Default 8.
 	MaxInFlight int
+	// Parallel is how many of a stream's batches are written at once, each
+	// in its own transaction on its own connection; they still commit, and
+	// are acknowledged, in the order they were sent (see turn). One edge's
+	// backlog then drains with that many of PostgreSQL's backends rather
+	// than one. 1 applies them one after another. At most MaxInFlight.
+	// Default 2.
+	Parallel int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the server's metrics; nil registers nothing.
@@ -29,7 +36,8 @@ type ServerConfig struct {
 }
 
 // Server is the primary's gRPC Shipper service: one stream per edge,
-// batches applied in the order they arrive and acknowledged in that order.
+// batches committed in the order they arrive (up to Parallel of them
+// written at once) and acknowledged in that order.
 type Server struct {
 	longhaulv1.UnimplementedShipperServer
 
@@ -50,6 +58,12 @@ func NewServer(a *Applier, cfg ServerConfig) (*Server, error) {
 	if cfg.MaxInFlight < 1 {
 		return nil, fmt.Errorf("primary: MaxInFlight must be at least 1, got %d", cfg.MaxInFlight)
 	}
+	if cfg.Parallel == 0 {
+		cfg.Parallel = min(2, cfg.MaxInFlight)
+	}
+	if cfg.Parallel < 1 || cfg.Parallel > cfg.MaxInFlight {
+		return nil, fmt.Errorf("primary: Parallel must be in [1, MaxInFlight %d], got %d", cfg.MaxInFlight, cfg.Parallel)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -63,8 +77,8 @@ func NewServer(a *Applier, cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// Drain makes every stream stop taking batches: each finishes the batch it
-// is applying, acknowledges it, and ends with UNAVAILABLE, so the edges
+// Drain makes every stream stop taking batches: each finishes the batches
+// it is applying, acknowledges them, and ends with UNAVAILABLE, so the edges
 // reconnect (to this primary once it is back) and resend what was not
 // acknowledged. Call it before grpc.Server.GracefulStop. Safe to call twice.
 func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
@@ -129,52 +143,142 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 		}
 	}()
 
+	// Batches being applied, acknowledged in this order as they finish.
+	type job struct {
+		b *longhaulv1.Batch
+		t *turn
+	}
+	var (
+		pending  []job
+		last     *turn
+		wg       sync.WaitGroup
+		eof      bool
+		draining = s.draining
+	)
+	// Returning cancels the batches still being applied; wait for them.
+	defer wg.Wait()
+	defer cancel()
+	start := func(r received) {
+		// The resolution a completion brings updates rows of its asset that
+		// a batch behind it may be writing: that batch waits for it rather
+		// than deadlock with it (which PostgreSQL would break, but after a
+		// second). A batch is done only once those before it are.
+		for i := len(pending) - 1; i >= 0; i-- {
+			if j := pending[i]; !j.t.finished() && mayResolve(j.b.Completions, r.b.Insights) {
+				<-j.t.done
+				break
+			}
+		}
+		t := newTurn(last)
+		last = t
+		chained := t // nil: applied alone, in the order started
+		if s.cfg.Parallel == 1 {
+			chained = nil
+		}
+		pending = append(pending, job{b: r.b, t: t})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.finish(s.applier.apply(ctx, r.b, &r.p, chained))
+		}()
+		// The next batch may start once this one's transaction holds its
+		// advisory lock, for the next waits on it.
+		<-t.held
+	}
 	for {
+		for len(pending) > 0 && pending[0].t.finished() {
+			j := pending[0]
+			pending = pending[1:]
+			if err := s.ack(ctx, stream, log, j.b, j.t.res, j.t.err); err != nil {
+				return err
+			}
+		}
 		select {
-		case <-s.draining:
-			return errDraining
+		case <-draining:
+			draining = nil // before any batch that is ready: take no more
 		default:
 		}
-		var r received
+		var head <-chan struct{}
+		if len(pending) > 0 {
+			head = pending[0].t.done
+		}
+		var next <-chan received
+		if !eof && draining != nil && len(pending) < s.cfg.Parallel {
+			next = batches
+		}
+		if head == nil {
+			switch {
+			case draining == nil:
+				return errDraining
+			case eof:
+				err := <-readErr
+				if errors.Is(err, io.EOF) {
+					log.Info("ship: edge closed the stream")
+					return nil
+				}
+				return err
+			}
+		}
 		select {
-		case <-s.draining:
-			return errDraining
-		case r = <-batches:
-		}
-		b := r.b
-		if b == nil {
-			err := <-readErr
-			if errors.Is(err, io.EOF) {
-				log.Info("ship: edge closed the stream")
-				return nil
+		case <-draining:
+			draining = nil // take no more batches; acknowledge those under way
+		case <-head:
+		case r, ok := <-next:
+			if !ok {
+				eof = true
+				continue
 			}
-			return err
-		}
-		if b.EdgeId == "" {
-			b.EdgeId = hello.EdgeId
-		}
-		if b.EdgeId != hello.EdgeId {
-			return status.Errorf(codes.InvalidArgument, "ship: batch edge_id %q on the stream of %q", b.EdgeId, hello.EdgeId)
-		}
-		res, err := s.applier.apply(ctx, b, &r.p)
-		if err != nil {
-			if errors.Is(err, ErrInvalidBatch) {
-				return status.Error(codes.InvalidArgument, err.Error())
+			if r.b.EdgeId == "" {
+				r.b.EdgeId = hello.EdgeId
 			}
-			if ctx.Err() != nil {
-				return status.FromContextError(ctx.Err()).Err()
+			if r.b.EdgeId != hello.EdgeId {
+				return status.Errorf(codes.InvalidArgument, "ship: batch edge_id %q on the stream of %q", r.b.EdgeId, hello.EdgeId)
 			}
-			log.Warn("ship: apply failed; the edge will resend", "first_seq", b.FirstSeq, "last_seq", b.LastSeq, "err", err)
-			return status.Errorf(codes.Unavailable, "ship: apply %d..%d: %v", b.FirstSeq, b.LastSeq, err)
-		}
-		ack := &longhaulv1.Ack{FirstSeq: b.FirstSeq, LastSeq: b.LastSeq, Status: res.Status, AppliedSeq: res.AppliedSeq,
-			Rows: int64(res.Rows), DeadLetters: int64(res.DeadLetters), ApplyTime: durationpb.New(res.Duration)}
-		if err := stream.Send(&longhaulv1.ShipResponse{Kind: &longhaulv1.ShipResponse_Ack{Ack: ack}}); err != nil {
-			return err
-		}
-		if res.Status == longhaulv1.Ack_OUT_OF_SEQUENCE {
-			log.Warn("ship: batch out of sequence; the edge resumes after the applied sequence",
-				"first_seq", b.FirstSeq, "applied_seq", res.AppliedSeq)
+			start(r)
 		}
 	}
+}
+
+// ack acknowledges one applied batch on the stream, or ends the stream with
+// its error.
+func (s *Server) ack(ctx context.Context, stream longhaulv1.Shipper_ShipServer, log *slog.Logger, b *longhaulv1.Batch, res Result, err error) error {
+	if err != nil {
+		if errors.Is(err, ErrInvalidBatch) {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		log.Warn("ship: apply failed; the edge will resend", "first_seq", b.FirstSeq, "last_seq", b.LastSeq, "err", err)
+		return status.Errorf(codes.Unavailable, "ship: apply %d..%d: %v", b.FirstSeq, b.LastSeq, err)
+	}
+	ack := &longhaulv1.Ack{FirstSeq: b.FirstSeq, LastSeq: b.LastSeq, Status: res.Status, AppliedSeq: res.AppliedSeq,
+		Rows: int64(res.Rows), DeadLetters: int64(res.DeadLetters), ApplyTime: durationpb.New(res.Duration)}
+	if err := stream.Send(&longhaulv1.ShipResponse{Kind: &longhaulv1.ShipResponse_Ack{Ack: ack}}); err != nil {
+		return err
+	}
+	if res.Status == longhaulv1.Ack_OUT_OF_SEQUENCE {
+		log.Warn("ship: batch out of sequence; the edge resumes after the applied sequence",
+			"first_seq", b.FirstSeq, "applied_seq", res.AppliedSeq)
+	}
+	return nil
+}
+
+// mayResolve tells whether completions may resolve insights of the same
+// account, asset and checker as some of ins.
+func mayResolve(completions []*longhaulv1.ScanCompletion, ins []*longhaulv1.BatchInsight) bool {
+	if len(completions) == 0 || len(ins) == 0 {
+		return false
+	}
+	type target struct{ account, asset, checker string }
+	set := make(map[target]bool, len(completions))
+	for _, c := range completions {
+		set[target{c.AccountId, c.Asset, c.Checker}] = true
+	}
+	for _, in := range ins {
+		if set[target{in.AccountId, in.Asset, in.Checker}] {
+			return true
+		}
+	}
+	return false
 }

@@ -19,12 +19,16 @@ import (
 	"github.com/longhaul/longhaul/internal/pgtest"
 )
 
-func startService(t *testing.T) *Service {
+func startService(t testing.TB, cfgs ...ServerConfig) *Service {
 	t.Helper()
-	svc, err := Start(context.Background(), Config{
+	cfg := Config{
 		DatabaseURL: pgtest.URL(t), Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 		Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, c := range cfgs {
+		cfg.Server = c
+	}
+	svc, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +36,7 @@ func startService(t *testing.T) *Service {
 	return svc
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -43,7 +47,7 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 }
 
 // open opens a shipping stream as edge and returns it with the welcome.
-func open(ctx context.Context, t *testing.T, cc *grpc.ClientConn, edge string) (longhaulv1.Shipper_ShipClient, uint64) {
+func open(ctx context.Context, t testing.TB, cc *grpc.ClientConn, edge string) (longhaulv1.Shipper_ShipClient, uint64) {
 	t.Helper()
 	stream, err := longhaulv1.NewShipperClient(cc).Ship(ctx)
 	if err != nil {
@@ -62,7 +66,7 @@ func open(ctx context.Context, t *testing.T, cc *grpc.ClientConn, edge string) (
 	return stream, m.GetWelcome().AppliedSeq
 }
 
-func sendBatch(t *testing.T, stream longhaulv1.Shipper_ShipClient, b *longhaulv1.Batch) {
+func sendBatch(t testing.TB, stream longhaulv1.Shipper_ShipClient, b *longhaulv1.Batch) {
 	t.Helper()
 	if err := stream.Send(&longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Batch{Batch: b}}); err != nil {
 		t.Fatal(err)

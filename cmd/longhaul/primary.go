@@ -32,6 +32,7 @@ func runPrimary(ctx context.Context, args []string, _, stderr io.Writer) error {
 		"rows from which a batch is written with COPY instead of UNNEST; 'auto' measures the crossover on the database at start")
 	fs.IntVar(&maxConns, "max-conns", 16, "database connections at most")
 	fs.IntVar(&cfg.Server.MaxInFlight, "max-in-flight", 8, "batches an edge may have sent but not had applied")
+	fs.IntVar(&cfg.Server.Parallel, "apply-parallel", 2, "batches of one edge's stream written at once, each on a connection of its own (they still commit in order)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long batches being applied may take to finish")
 	fs.StringVar(&dataDir, "pg-data-dir", "", "with no --database-url: where the throwaway cluster lives (default: a new temp dir)")
 	fs.BoolVar(&keep, "keep", false, "with no --database-url: keep the throwaway cluster's files on exit")
