@@ -86,19 +86,28 @@ func TestTurnCommitsAfterTheBatchBefore(t *testing.T) {
 	}
 }
 
-// TestTurnAfterARollback: the batch before rolls back (it lost a deadlock,
-// say) and is applied again later; the batch after finds the ledger short,
-// rolls back too, waits, and is applied after it, once.
-func TestTurnAfterARollback(t *testing.T) {
-	t.Parallel()
-	b := setup(t, ApplierConfig{})
+// afterARollback: batch 2 of edge e1 waits for its turn behind batch 1,
+// which rolls back without being done; batch 2 then finds the ledger short
+// and waits for batch 1 in Go.
+func afterARollback(t *testing.T) (b *bundle, prev, next *turn, done <-chan struct{}) {
+	t.Helper()
+	b = setup(t, ApplierConfig{})
 	prev, tx := inFlight(t, b)
-	next, done := applyInTurn(b, prev, 2, 2, ins("k", "b", 2, "scan-1"))
+	next, done = applyInTurn(b, prev, 2, 2, ins("k", "b", 2, "scan-1"))
 	waitFor(t, "the batch to wait for its turn", func() bool { return waitingForTurn(t, b) })
 	if err := tx.Rollback(b.ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the batch to wait for the one before", func() bool { return testutil.ToFloat64(b.applier.metrics.turnWaits) == 1 })
+	return b, prev, next, done
+}
+
+// TestTurnAfterARollback: the batch before rolls back (it lost a deadlock,
+// say) and is applied again later; the batch after finds the ledger short,
+// rolls back too, waits, and is applied after it, once.
+func TestTurnAfterARollback(t *testing.T) {
+	t.Parallel()
+	b, prev, next, done := afterARollback(t)
 	if n := b.count(t, `SELECT count(*) FROM insights`); n != 0 {
 		t.Fatalf("%d rows written before the batch before was applied", n)
 	}
@@ -122,14 +131,7 @@ func TestTurnAfterARollback(t *testing.T) {
 // is not written (it would leave a gap) and fails with it.
 func TestTurnAfterAFailure(t *testing.T) {
 	t.Parallel()
-	b := setup(t, ApplierConfig{})
-	prev, tx := inFlight(t, b)
-	next, done := applyInTurn(b, prev, 2, 2, ins("k", "b", 2, "scan-1"))
-	waitFor(t, "the batch to wait for its turn", func() bool { return waitingForTurn(t, b) })
-	if err := tx.Rollback(b.ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the batch to wait for the one before", func() bool { return testutil.ToFloat64(b.applier.metrics.turnWaits) == 1 })
+	b, prev, next, done := afterARollback(t)
 	boom := errors.New("boom")
 	prev.finish(Result{}, boom)
 	<-done
