@@ -188,6 +188,26 @@ func (a *Applier) AppliedSeq(ctx context.Context, edgeID string) (uint64, error)
 }
 
 func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepared, t *turn) (Result, error) {
+	// prev is the batch before while it is being applied: this one then
+	// writes its rows first and checks the ledger in its turn, after it.
+	prev := t.inFlight()
+	if prev != nil {
+		// Its lock must be there to wait on. Waiting for it here, holding
+		// nothing, keeps every wait that holds rows a lock PostgreSQL sees.
+		select {
+		case <-prev.held:
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		}
+	}
+	if prev != nil && !a.spareConn() {
+		// Writing ahead would hold a connection idle while it waits for
+		// its turn, one the other streams are short of: after it, alone.
+		if err := t.awaitPrev(ctx); err != nil {
+			return Result{}, err
+		}
+		prev = nil
+	}
 	conn, err := a.pool.Acquire(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("primary: acquire connection: %w", err)
@@ -207,30 +227,35 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
 
-	// prev is the batch before while it is being applied: this one then
-	// writes its rows first and checks the ledger in its turn, after it.
-	prev := t.inFlight()
 	var applied int64
-	if t != nil {
-		err := tx.QueryRow(ctx, sqlTurn, b.EdgeId, t.key).Scan(&applied)
-		t.hold()
-		if err != nil {
-			return Result{}, fmt.Errorf("primary: take the turn of %q: %w", b.EdgeId, err)
-		}
-	}
-	res := Result{AppliedSeq: uint64(applied), Path: PathNone}
+	res := Result{Path: PathNone}
 	if prev == nil {
-		if err := tx.QueryRow(ctx, sqlLedger, b.EdgeId).Scan(&applied); err != nil {
-			return Result{}, fmt.Errorf("primary: ledger of %q: %w", b.EdgeId, err)
+		// The turn's lock (for the batch behind) and the ledger's, in one
+		// round trip.
+		q := &pgx.Batch{}
+		if t != nil {
+			q.Queue(sqlTakeTurn, t.key)
+		}
+		q.Queue(sqlLedger, b.EdgeId)
+		if err := a.ledger(ctx, tx, q, t, &applied); err != nil {
+			return Result{}, err
 		}
 		res.AppliedSeq = uint64(applied)
 		if st, ok := ledgerVerdict(b, applied); !ok {
 			res.Status = st
 			return res, nil // the deferred rollback releases the ledger row
 		}
-	} else if b.LastSeq <= uint64(applied) {
-		res.Status = longhaulv1.Ack_DUPLICATE // a replay: not written
-		return res, nil
+	} else {
+		err := tx.QueryRow(ctx, sqlTakeTurnReadLedger, b.EdgeId, t.key).Scan(&applied)
+		t.hold()
+		if err != nil {
+			return Result{}, fmt.Errorf("primary: take the turn of %q: %w", b.EdgeId, err)
+		}
+		res.AppliedSeq = uint64(applied)
+		if b.LastSeq <= uint64(applied) {
+			res.Status = longhaulv1.Ack_DUPLICATE // a replay: not written
+			return res, nil
+		}
 	}
 
 	if *pp == nil {
@@ -247,11 +272,13 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 		res.Path = path
 	}
 	if prev != nil {
-		if _, err := tx.Exec(ctx, sqlAwaitTurn, prev.key); err != nil {
-			return Result{}, fmt.Errorf("primary: wait for the batch before: %w", err)
-		}
-		if err := tx.QueryRow(ctx, sqlLedger, b.EdgeId).Scan(&applied); err != nil {
-			return Result{}, fmt.Errorf("primary: ledger of %q: %w", b.EdgeId, err)
+		// Wait for the batch before to end its transaction, then lock the
+		// ledger: one round trip.
+		q := &pgx.Batch{}
+		q.Queue(sqlAwaitTurn, prev.key)
+		q.Queue(sqlLedger, b.EdgeId)
+		if err := a.ledger(ctx, tx, q, nil, &applied); err != nil {
+			return Result{}, err
 		}
 		res.AppliedSeq = uint64(applied)
 		if st, ok := ledgerVerdict(b, applied); !ok {
@@ -276,6 +303,37 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 	res.Rows = len(p.rows) - w.deadLetters
 	res.DeadLetters = w.deadLetters
 	return res, nil
+}
+
+// ledger sends q, a lock statement (the turn's when t is not nil, then
+// marked held) followed by sqlLedger, and reads the ledger into applied.
+func (a *Applier) ledger(ctx context.Context, tx pgx.Tx, q *pgx.Batch, t *turn, applied *int64) error {
+	br := tx.SendBatch(ctx, q)
+	if q.Len() > 1 {
+		_, err := br.Exec()
+		if t != nil {
+			t.hold()
+		}
+		if err != nil {
+			_ = br.Close()
+			return fmt.Errorf("primary: lock the turn: %w", err)
+		}
+	}
+	if err := br.QueryRow().Scan(applied); err != nil {
+		_ = br.Close()
+		return fmt.Errorf("primary: ledger: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("primary: ledger: %w", err)
+	}
+	return nil
+}
+
+// spareConn tells whether the pool has a connection no one holds, or room
+// for one more.
+func (a *Applier) spareConn() bool {
+	st := a.pool.Stat()
+	return st.IdleConns() > 0 || st.TotalConns() < st.MaxConns()
 }
 
 // ledgerVerdict tells whether b is next after applied; when not, whether

@@ -181,9 +181,9 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 			defer wg.Done()
 			t.finish(s.applier.apply(ctx, r.b, &r.p, chained))
 		}()
-		// The next batch may start once this one's transaction holds its
-		// advisory lock, for the next waits on it.
-		<-t.held
+		if chained == nil {
+			<-t.done // one after another
+		}
 	}
 	for {
 		for len(pending) > 0 && pending[0].t.finished() {

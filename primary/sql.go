@@ -62,9 +62,12 @@ const sqlLedger = `INSERT INTO edge_ledger AS l (edge_id, applied_seq) VALUES ($
 ON CONFLICT (edge_id) DO UPDATE SET edge_id = l.edge_id
 RETURNING applied_seq`
 
-// sqlTurn takes a batch's advisory lock (see turn) and reads the edge's
-// ledger without locking it.
-const sqlTurn = `SELECT coalesce((SELECT applied_seq FROM edge_ledger WHERE edge_id = $1), 0) FROM pg_advisory_xact_lock($2)`
+// sqlTakeTurn takes a batch's advisory lock (see turn); sqlTakeTurnReadLedger
+// also reads the edge's ledger, without locking it.
+const (
+	sqlTakeTurn           = `SELECT pg_advisory_xact_lock($1)`
+	sqlTakeTurnReadLedger = `SELECT coalesce((SELECT applied_seq FROM edge_ledger WHERE edge_id = $1), 0) FROM pg_advisory_xact_lock($2)`
+)
 
 // sqlAwaitTurn waits until the transaction of the batch before has ended.
 const sqlAwaitTurn = `SELECT pg_advisory_xact_lock_shared($1)`

@@ -27,18 +27,21 @@ func inFlight(t *testing.T, b *bundle) (*turn, pgx.Tx) {
 	if _, err := tx.Exec(b.ctx, `SELECT pg_advisory_xact_lock($1)`, prev.key); err != nil {
 		t.Fatal(err)
 	}
+	prev.hold()
 	return prev, tx
 }
 
 // applyInTurn applies the batch first..last of edge e1 after prev, in the
-// background.
-func applyInTurn(b *bundle, prev *turn, first, last uint64, insights ...*longhaulv1.BatchInsight) (*turn, <-chan struct{}) {
+// background until the test ends.
+func applyInTurn(tb *testing.T, b *bundle, prev *turn, first, last uint64, insights ...*longhaulv1.BatchInsight) (*turn, <-chan struct{}) {
 	t := newTurn(prev)
 	batch := &longhaulv1.Batch{EdgeId: "e1", FirstSeq: first, LastSeq: last, Insights: insights}
+	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan struct{})
+	tb.Cleanup(func() { cancel(); <-done })
 	go func() {
 		defer close(done)
-		t.finish(b.applier.apply(b.ctx, batch, nil, t))
+		t.finish(b.applier.apply(ctx, batch, nil, t))
 	}()
 	return t, done
 }
@@ -53,18 +56,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// waitingForTurn tells whether a transaction waits for an advisory lock.
-func waitingForTurn(t *testing.T, b *bundle) bool {
-	return b.count(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`) > 0
+// locksOn counts the advisory locks on key, granted or waited for (other
+// tests' locks are in pg_locks too).
+func locksOn(t *testing.T, b *bundle, key int64, granted bool) int {
+	return b.count(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
+		AND ((classid::bigint << 32) | objid::bigint) = $1 AND granted = $2`, key, granted)
+}
+
+// waitingForTurn tells whether a transaction waits for prev's lock.
+func waitingForTurn(t *testing.T, b *bundle, prev *turn) bool {
+	return locksOn(t, b, prev.key, false) > 0
 }
 
 func TestTurnCommitsAfterTheBatchBefore(t *testing.T) {
 	t.Parallel()
 	b := setup(t, ApplierConfig{})
 	prev, tx := inFlight(t, b)
-	next, done := applyInTurn(b, prev, 2, 2, ins("k", "b", 2, "scan-1"))
+	next, done := applyInTurn(t, b, prev, 2, 2, ins("k", "b", 2, "scan-1"))
 	// The batch writes its rows, then waits for the one before to end.
-	waitFor(t, "the batch to wait for its turn", func() bool { return waitingForTurn(t, b) })
+	waitFor(t, "the batch to wait for its turn", func() bool { return waitingForTurn(t, b, prev) })
 
 	// The batch before commits: the ledger at 1.
 	if _, err := tx.Exec(b.ctx, `INSERT INTO edge_ledger (edge_id, applied_seq) VALUES ('e1', 1)`); err != nil {
@@ -93,8 +103,8 @@ func afterARollback(t *testing.T) (b *bundle, prev, next *turn, done <-chan stru
 	t.Helper()
 	b = setup(t, ApplierConfig{})
 	prev, tx := inFlight(t, b)
-	next, done = applyInTurn(b, prev, 2, 2, ins("k", "b", 2, "scan-1"))
-	waitFor(t, "the batch to wait for its turn", func() bool { return waitingForTurn(t, b) })
+	next, done = applyInTurn(t, b, prev, 2, 2, ins("k", "b", 2, "scan-1"))
+	waitFor(t, "the batch to wait for its turn", func() bool { return waitingForTurn(t, b, prev) })
 	if err := tx.Rollback(b.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -151,11 +161,19 @@ func TestTurnReplayIsNotWritten(t *testing.T) {
 	b := setup(t, ApplierConfig{})
 	b.apply(t, "e1", 1, 3, []*longhaulv1.BatchInsight{ins("k", "a", 1, "scan-1")})
 	prev, tx := inFlight(t, b)
-	next, done := applyInTurn(b, prev, 2, 3, ins("k", "a", 5, "scan-2"))
-	<-next.held // its transaction took its own advisory lock
-	waitFor(t, "the replay's transaction to end", func() bool {
-		return b.count(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'`) == 1 // the test's alone
+	next, done := applyInTurn(t, b, prev, 2, 3, ins("k", "a", 5, "scan-2"))
+	waitFor(t, "the replay to take its own advisory lock", func() bool {
+		select {
+		case <-next.held:
+			return true
+		default:
+			return false
+		}
 	})
+	waitFor(t, "the replay's transaction to end", func() bool { return locksOn(t, b, next.key, true) == 0 })
+	if waitingForTurn(t, b, prev) {
+		t.Fatal("the replay waits for its turn")
+	}
 	if next.finished() {
 		t.Fatal("the replay is done before the batch before it")
 	}
