@@ -21,6 +21,12 @@ import (
 // the later one wrote, or another edge's transaction between them) is a
 // deadlock PostgreSQL detects and breaks, not a hang.
 //
+// No batch waits in Go while it holds rows: a batch waits for the one
+// before to hold its lock before it takes any, and a batch that finds the
+// pool without a connection to spare waits for the one before to be done
+// before it takes one (writing ahead would hold it idle, and a pool the
+// streams queue for is already the limit).
+//
 // The ledger check under the ledger's row lock still decides alone whether
 // a batch is written, so exactly once does not rest on the advisory locks:
 // a batch that finds the ledger short of its start while the batch before
