@@ -169,11 +169,12 @@ func (s *Server) Ship(stream longhaulv1.Shipper_ShipServer) error {
 				break
 			}
 		}
-		t := newTurn(last)
-		last = t
-		chained := t // nil: applied alone, in the order started
+		var t, chained *turn // chained nil: applied alone, one after another
 		if s.cfg.Parallel == 1 {
-			chained = nil
+			t = newTurn(nil)
+		} else {
+			t = newTurn(last)
+			last, chained = t, t
 		}
 		pending = append(pending, job{b: r.b, t: t})
 		wg.Add(1)

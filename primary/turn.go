@@ -52,9 +52,12 @@ func newTurn(prev *turn) *turn {
 // may start.
 func (t *turn) hold() { t.heldOnce.Do(func() { close(t.held) }) }
 
-// finish records the batch's outcome.
+// finish records the batch's outcome. It is called by the goroutine that
+// applied the batch, the only one that reads prev: the chain of a
+// long-lived stream is let go as it is done.
 func (t *turn) finish(res Result, err error) {
 	t.res, t.err = res, err
+	t.prev = nil
 	t.hold()
 	close(t.done)
 }
