@@ -232,12 +232,11 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 	if prev == nil {
 		// The turn's lock (for the batch behind) and the ledger's, in one
 		// round trip.
-		q := &pgx.Batch{}
+		lock := ""
 		if t != nil {
-			q.Queue(sqlTakeTurn, t.key)
+			lock = sqlTakeTurn
 		}
-		q.Queue(sqlLedger, b.EdgeId)
-		if err := a.ledger(ctx, tx, q, t, &applied); err != nil {
+		if applied, err = a.ledger(ctx, tx, b.EdgeId, lock, t); err != nil {
 			return Result{}, err
 		}
 		res.AppliedSeq = uint64(applied)
@@ -274,10 +273,7 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 	if prev != nil {
 		// Wait for the batch before to end its transaction, then lock the
 		// ledger: one round trip.
-		q := &pgx.Batch{}
-		q.Queue(sqlAwaitTurn, prev.key)
-		q.Queue(sqlLedger, b.EdgeId)
-		if err := a.ledger(ctx, tx, q, nil, &applied); err != nil {
+		if applied, err = a.ledger(ctx, tx, b.EdgeId, sqlAwaitTurn, prev); err != nil {
 			return Result{}, err
 		}
 		res.AppliedSeq = uint64(applied)
@@ -305,28 +301,32 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 	return res, nil
 }
 
-// ledger sends q, a lock statement (the turn's when t is not nil, then
-// marked held) followed by sqlLedger, and reads the ledger into applied.
-func (a *Applier) ledger(ctx context.Context, tx pgx.Tx, q *pgx.Batch, t *turn, applied *int64) error {
+// ledger locks the edge's ledger row and returns its applied sequence. In
+// the same round trip, before it, lock (unless empty) takes or awaits the
+// advisory lock of t: its own turn (sqlTakeTurn, then t is marked held) or
+// the turn of the batch before (sqlAwaitTurn).
+func (a *Applier) ledger(ctx context.Context, tx pgx.Tx, edgeID, lock string, t *turn) (int64, error) {
+	q := &pgx.Batch{}
+	if lock != "" {
+		q.Queue(lock, t.key)
+	}
+	q.Queue(sqlLedger, edgeID)
 	br := tx.SendBatch(ctx, q)
-	if q.Len() > 1 {
+	defer br.Close() //nolint:errcheck // its error is the first result's
+	if lock != "" {
 		_, err := br.Exec()
-		if t != nil {
+		if lock == sqlTakeTurn {
 			t.hold()
 		}
 		if err != nil {
-			_ = br.Close()
-			return fmt.Errorf("primary: lock the turn: %w", err)
+			return 0, fmt.Errorf("primary: advisory lock of a turn: %w", err)
 		}
 	}
-	if err := br.QueryRow().Scan(applied); err != nil {
-		_ = br.Close()
-		return fmt.Errorf("primary: ledger: %w", err)
+	var applied int64
+	if err := br.QueryRow().Scan(&applied); err != nil {
+		return 0, fmt.Errorf("primary: ledger of %q: %w", edgeID, err)
 	}
-	if err := br.Close(); err != nil {
-		return fmt.Errorf("primary: ledger: %w", err)
-	}
-	return nil
+	return applied, br.Close()
 }
 
 // spareConn tells whether the pool has a connection no one holds, or room
