@@ -160,10 +160,8 @@ func (a *Applier) apply(ctx context.Context, b *longhaulv1.Batch, p *prepared, t
 		// A batch is done only once the one before is: the next one,
 		// finding the ledger short of its start, tells a gap from a batch
 		// before still being applied by whether this one is done.
-		select {
-		case <-t.prev.done:
-		case <-ctx.Done():
-			return Result{}, ctx.Err()
+		if err := wait(ctx, t.prev.done); err != nil {
+			return Result{}, err
 		}
 	}
 	res.Duration = time.Since(start)
@@ -194,10 +192,8 @@ func (a *Applier) applyOnce(ctx context.Context, b *longhaulv1.Batch, pp **prepa
 	if prev != nil {
 		// Its lock must be there to wait on. Waiting for it here, holding
 		// nothing, keeps every wait that holds rows a lock PostgreSQL sees.
-		select {
-		case <-prev.held:
-		case <-ctx.Done():
-			return Result{}, ctx.Err()
+		if err := wait(ctx, prev.held); err != nil {
+			return Result{}, err
 		}
 	}
 	if prev != nil && !a.spareConn() {

@@ -66,7 +66,7 @@ RETURNING applied_seq`
 // also reads the edge's ledger, without locking it.
 const (
 	sqlTakeTurn           = `SELECT pg_advisory_xact_lock($1)`
-	sqlTakeTurnReadLedger = `SELECT coalesce((SELECT applied_seq FROM edge_ledger WHERE edge_id = $1), 0) FROM pg_advisory_xact_lock($2)`
+	sqlTakeTurnReadLedger = sqlAppliedSeq + ` FROM pg_advisory_xact_lock($2)`
 )
 
 // sqlAwaitTurn waits until the transaction of the batch before has ended.

@@ -90,14 +90,22 @@ var errTurn = errors.New("primary: the batch before is still being applied")
 // check gives its verdict. It fails when that batch failed: the stream ends
 // with that batch's error.
 func (t *turn) awaitPrev(ctx context.Context) error {
-	select {
-	case <-t.prev.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := wait(ctx, t.prev.done); err != nil {
+		return err
 	}
 	if err := t.prev.err; err != nil {
 		return fmt.Errorf("primary: the batch before failed: %w", err)
 	}
 	t.prev = nil
 	return nil
+}
+
+// wait waits for ch to close, or ctx to end.
+func wait(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
