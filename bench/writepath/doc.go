@@ -67,10 +67,12 @@
 //	blocked_share     blocked_seconds ÷ checker_seconds (the seed's checkers
 //	                  spent 20-90 % of their time in one API call)
 //	visible_seconds   from the start until every row is visible in
-//	                  PostgreSQL: for longhaul, when count(*) on the insights
-//	                  table, polled beside the database once the last push
-//	                  returned, first saw them all (the time the query was
-//	                  sent); for direct and per_row, the end of the last
+//	                  PostgreSQL: for longhaul, when the edge's ledger row,
+//	                  polled beside the database once the last push
+//	                  returned, first said the primary had applied the
+//	                  edge's last record (the time the query was sent; the
+//	                  ledger advances in the transaction that commits the
+//	                  rows); for direct and per_row, the end of the last
 //	                  write call, which committed
 //	write_seconds     from the start until the last write call returned
 //	                  (scanning included)

@@ -15,8 +15,9 @@ import (
 	"github.com/longhaul/longhaul/pushclient"
 )
 
-// Visibility polling: how often count(*) is asked, and how long the count
-// may stay the same before the run gives up on the rows still missing.
+// Visibility polling: how often the edge's ledger row is read, and how long
+// it may stay the same before the run gives up on the records still
+// missing.
 const (
 	pollInterval = 20 * time.Millisecond
 	stallTimeout = 2 * time.Minute
@@ -34,7 +35,8 @@ const (
 // the background, 3 at most under way), and closes it at the end of the
 // scan: the checker is blocked inside Write (only while the window is
 // full) and Close (the last segments' acknowledgements). The rows are
-// visible when count(*) on the insights table says so.
+// visible when the edge's ledger row says the primary applied the last
+// record.
 func (r *runner) longhaul(ctx context.Context) (*Strategy, error) {
 	ins := make([][]*longhaulv1.Insight, len(r.scans))
 	for i, s := range r.scans {
@@ -111,8 +113,9 @@ func (r *runner) longhaul(ctx context.Context) (*Strategy, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.progress.start("longhaul: visible in PostgreSQL", int(r.cfg.Rows()))
-	visible, n, err := r.visible(ctx, schema, t0)
+	last := e.WAL().Stats().LastSeq
+	r.progress.start("longhaul: applied by the primary", int(last))
+	visible, n, err := r.visible(ctx, schema, t0, last)
 	if err != nil {
 		return nil, err
 	}
@@ -121,29 +124,32 @@ func (r *runner) longhaul(ctx context.Context) (*Strategy, error) {
 	return st, nil
 }
 
-// visible polls count(*) on a schema's insights until it holds every row,
-// and returns when the query that saw them all was sent, since t0 (its
-// snapshot is no later), and the count.
-func (r *runner) visible(ctx context.Context, schema string, t0 time.Time) (time.Duration, int64, error) {
-	want := r.cfg.Rows()
-	var last int64 = -1
+// visible polls the edge's ledger row in a schema until the primary has
+// applied record last, and returns when the query that saw it was sent,
+// since t0, and the rows the insights table then holds. The ledger
+// advances in the transaction that commits the rows, so this is when every
+// row was visible; a count(*) polled over hundreds of thousands of rows
+// would take from the database a good part of what it measures.
+func (r *runner) visible(ctx context.Context, schema string, t0 time.Time, last uint64) (time.Duration, int64, error) {
+	var prev uint64
 	lastChange := time.Now()
 	for {
 		asked := time.Since(t0)
-		n, err := r.srv.count(ctx, schema)
-		if err != nil {
+		var applied uint64
+		if err := r.srv.admin.QueryRow(ctx, "SELECT coalesce(max(applied_seq), 0) FROM "+schema+".edge_ledger").Scan(&applied); err != nil {
 			return 0, 0, err
 		}
-		r.progress.set(int(n))
-		if n >= want {
-			return asked, n, nil
+		r.progress.set(int(applied))
+		if applied >= last {
+			n, err := r.srv.count(ctx, schema)
+			return asked, n, err
 		}
-		if n != last {
-			last, lastChange = n, time.Now()
+		if applied != prev {
+			prev, lastChange = applied, time.Now()
 		} else if time.Since(lastChange) > stallTimeout {
 			var dead int64
 			_ = r.srv.admin.QueryRow(ctx, "SELECT count(*) FROM "+schema+".dead_letters").Scan(&dead)
-			return 0, 0, fmt.Errorf("%d of %d rows visible, none more for %s (%d dead letters)", n, want, stallTimeout, dead)
+			return 0, 0, fmt.Errorf("the primary applied %d of the edge's %d records, none more for %s (%d dead letters)", applied, last, stallTimeout, dead)
 		}
 		select {
 		case <-ctx.Done():

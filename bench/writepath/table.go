@@ -54,7 +54,7 @@ func (r Result) WriteTable(w io.Writer) error {
 	fmt.Fprint(w, `blocked:  sum over checkers of the time spent in write calls, scanning not included (waiting for a pool
           connection included; longhaul's big scans found over time: inside pushclient Writer's Write and Close)
 blocked %: blocked ÷ the checkers' time on their scans (scanning + blocked)
-visible:  from the start until every row is visible in PostgreSQL (longhaul: count(*) polled; the others:
+visible:  from the start until every row is visible in PostgreSQL (longhaul: the edge's ledger row polled; the others:
           the end of the last write call, which committed)
 scans/s:  scans completed ÷ the time until the last scan's last write call returned
 push:     one scan's blocked time (longhaul: pushclient Push to the edge, or a Writer's Writes and Close;
