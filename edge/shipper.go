@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/internal/coalesce"
@@ -567,7 +568,7 @@ func (s *Shipper) session(ctx context.Context) (progress bool, err error) {
 
 // handshake opens the stream and exchanges Hello and Welcome.
 func (s *Shipper) handshake(ctx context.Context, cc *grpc.ClientConn) (longhaulv1.Shipper_ShipClient, uint64, error) {
-	var opts []grpc.CallOption
+	opts := []grpc.CallOption{grpc.ForceCodecV2(shipCodec{})}
 	compression := *s.compression.Load()
 	if compression != CompressionNone {
 		opts = append(opts, grpc.UseCompressor(compression))
@@ -738,8 +739,10 @@ func (st *shipStream) send(ctx context.Context) error {
 		}
 		limit = min(2*limit, s.cfg.MaxBatchBytes)
 		st.sendPhase.set(phaseBuild)
-		b, f := s.build(recs)
-		req := &longhaulv1.ShipRequest{Kind: &longhaulv1.ShipRequest_Batch{Batch: b}}
+		req, f, err := s.build(recs)
+		if err != nil {
+			return err
+		}
 		payload := 0
 		for _, r := range recs {
 			payload += len(r.Payload)
@@ -753,7 +756,7 @@ func (st *shipStream) send(ctx context.Context) error {
 		s.inFlight = append(s.inFlight, f.sent)
 		s.mu.Unlock()
 		st.sendPhase.set(phaseSend)
-		if err := st.stream.Send(req); err != nil {
+		if err := st.stream.SendMsg(req); err != nil {
 			return err
 		}
 		st.moved()
@@ -922,14 +925,21 @@ func (st *shipStream) wait(ctx context.Context, deadline time.Time) (bool, error
 	}
 }
 
-// build makes the batch of recs (contiguous, not empty).
-func (s *Shipper) build(recs []wal.Record) (*longhaulv1.Batch, *flight) {
+// build makes the batch of recs (contiguous, not empty), encoded (see
+// encodeBatch).
+func (s *Shipper) build(recs []wal.Record) (shipBatch, *flight, error) {
 	f := &flight{first: recs[0].Seq, last: recs[len(recs)-1].Seq, oldest: recs[0].AppendedAt, records: len(recs)}
+	vals := make([]longhaulv1.BatchInsight, len(recs)) // one allocation for the batch's insights
 	ins := make([]*longhaulv1.BatchInsight, 0, len(recs))
+	raws := make([][]byte, 0, len(recs))
 	var completions []*longhaulv1.ScanCompletion
-	for _, r := range recs {
+	for i, r := range recs {
 		if r.AppendedAt.Before(f.oldest) {
 			f.oldest = r.AppendedAt
+		}
+		if raw, ok := decodeInsight(r.Payload, &vals[i]); ok {
+			ins, raws = append(ins, &vals[i]), append(raws, raw)
+			continue
 		}
 		rec, err := DecodeRecord(r.Payload)
 		if err != nil {
@@ -941,32 +951,25 @@ func (s *Shipper) build(recs []wal.Record) (*longhaulv1.Batch, *flight) {
 		}
 		switch k := rec.Kind.(type) {
 		case *longhaulv1.WalRecord_Insight:
-			ins = append(ins, k.Insight)
+			raw, err := proto.Marshal(k.Insight)
+			if err != nil {
+				return nil, nil, fmt.Errorf("edge: ship: encode record %d: %w", r.Seq, err)
+			}
+			ins, raws = append(ins, k.Insight), append(raws, raw)
 		case *longhaulv1.WalRecord_Completion:
 			completions = append(completions, k.Completion)
 		}
 	}
-	b := &longhaulv1.Batch{
-		EdgeId: s.cfg.EdgeID, FirstSeq: f.first, LastSeq: f.last,
-		Completions: completions, OldestUnixMicros: f.oldest.UnixMicro(),
-	}
+	p := batchParts{edgeID: s.cfg.EdgeID, first: f.first, last: f.last, raws: raws,
+		completions: completions, oldest: f.oldest.UnixMicro()}
 	f.insightsIn, f.completions = len(ins), len(completions)
 	if len(ins) > 0 {
 		c := coalesce.Collapse(ins)
-		b.Insights = make([]*longhaulv1.BatchInsight, 0, len(c.Winners))
-		for _, w := range c.Winners {
-			if w.FirstSeen < w.In.ObservedAtUnixMicros {
-				w.In.FirstSeenUnixMicros = w.FirstSeen // the record decoded for this batch, not shared
-			}
-			b.Insights = append(b.Insights, w.In)
-		}
+		p.winners, p.tallies = c.Winners, c.Tallies
 		f.insightsOut = len(c.Winners)
-		b.Tallies = make([]*longhaulv1.ScanTally, len(c.Tallies))
-		for i, t := range c.Tallies {
-			b.Tallies[i] = &longhaulv1.ScanTally{ScanId: t.ScanID, Count: t.Count, MinObservedAtUnixMicros: t.MinObserved}
-		}
 	}
-	return b, f
+	b, err := encodeBatch(p)
+	return b, f, err
 }
 
 // errOutOfSequence ends a stream after an OUT_OF_SEQUENCE ack: the next

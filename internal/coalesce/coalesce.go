@@ -63,6 +63,8 @@ type Obs struct {
 	// FirstSeen is the earliest observed_at of the key among the
 	// observations collapsed into this one (unix micros).
 	FirstSeen int64
+	// Index is the observation's position in Collapse's input.
+	Index int
 }
 
 // NewObs precomputes what Compare needs of in.
@@ -115,6 +117,7 @@ func Collapse(ins []*longhaulv1.BatchInsight) Result {
 	obs := make([]Obs, len(ins))
 	for i, in := range ins {
 		obs[i] = NewObs(in)
+		obs[i].Index = i
 	}
 	slices.SortFunc(obs, func(a, b Obs) int {
 		if c := CompareKey(a.In, b.In); c != 0 {
