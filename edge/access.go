@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/longhaul/longhaul/internal/serve"
+	"github.com/longhaul/longhaul/internal/wire"
 )
 
 // Who may push, and how much.
@@ -386,11 +387,13 @@ func (s *Server) permitted(ctx context.Context, n int, accountAt func(int) strin
 }
 
 // grpcOptions are the options of the edge's gRPC server: TLS, the limits
-// of a connection and a message, and authentication.
+// of a connection and a message, authentication, and the codec that reads
+// a push into insights sharing one copy of it (internal/wire).
 func (s *Service) grpcOptions() []grpc.ServerOption {
 	opts := append(serve.GRPCTLS(s.cfg.TLS),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes),
-		grpc.MaxConcurrentStreams(s.cfg.MaxStreamsPerConn))
+		grpc.MaxConcurrentStreams(s.cfg.MaxStreamsPerConn),
+		grpc.ForceServerCodecV2(wire.Codec{}))
 	if a := s.server.access; a.needed() {
 		opts = append(opts, grpc.ChainUnaryInterceptor(a.unary), grpc.ChainStreamInterceptor(a.stream))
 	}

@@ -7,14 +7,17 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
+	"github.com/longhaul/longhaul/internal/wire"
 )
 
 // The payload of a WAL record is a longhaul.v1.WalRecord in protobuf
 // (api/longhaul/v1/record.proto): one per accepted insight or completion.
 
-// EncodeInsight returns the WAL payload of an accepted insight.
+// EncodeInsight returns the WAL payload of an accepted insight: the bytes
+// proto.Marshal writes for it, written without reflection
+// (wire.AppendInsightRecord).
 func EncodeInsight(in *longhaulv1.BatchInsight) ([]byte, error) {
-	return proto.Marshal(&longhaulv1.WalRecord{Kind: &longhaulv1.WalRecord_Insight{Insight: in}})
+	return wire.AppendInsightRecord(make([]byte, 0, wire.InsightRecordSize(in)), in), nil
 }
 
 // EncodeCompletion returns the WAL payload of an accepted scan completion.

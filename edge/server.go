@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
+	"github.com/longhaul/longhaul/internal/wire"
 	"github.com/longhaul/longhaul/wal"
 )
 
@@ -333,11 +334,17 @@ func (s *Server) prepare(ctx context.Context, ins []*longhaulv1.Insight) ([][]by
 		func(i int) string { return fmt.Sprintf("insights[%d].account_id", i) }); err != nil {
 		return nil, err
 	}
+	// The records share one buffer: the WAL copies them.
+	size := 0
+	for _, in := range valid {
+		size += wire.InsightRecordSize(in)
+	}
+	buf := make([]byte, 0, size)
 	payloads := make([][]byte, len(valid))
 	for i, in := range valid {
-		if payloads[i], err = EncodeInsight(in); err != nil {
-			return nil, status.Errorf(codes.Internal, "encode insights[%d]: %v", i, err)
-		}
+		start := len(buf)
+		buf = wire.AppendInsightRecord(buf, in)
+		payloads[i] = buf[start:len(buf):len(buf)]
 	}
 	return payloads, nil
 }

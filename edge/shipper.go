@@ -25,7 +25,7 @@ import (
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/internal/coalesce"
-	"github.com/longhaul/longhaul/internal/shipwire"
+	"github.com/longhaul/longhaul/internal/wire"
 	"github.com/longhaul/longhaul/internal/zstdgrpc"
 	"github.com/longhaul/longhaul/wal"
 )
@@ -569,7 +569,7 @@ func (s *Shipper) session(ctx context.Context) (progress bool, err error) {
 
 // handshake opens the stream and exchanges Hello and Welcome.
 func (s *Shipper) handshake(ctx context.Context, cc *grpc.ClientConn) (longhaulv1.Shipper_ShipClient, uint64, error) {
-	opts := []grpc.CallOption{grpc.ForceCodecV2(shipwire.Codec{})}
+	opts := []grpc.CallOption{grpc.ForceCodecV2(wire.Codec{})}
 	compression := *s.compression.Load()
 	if compression != CompressionNone {
 		opts = append(opts, grpc.UseCompressor(compression))
@@ -928,7 +928,7 @@ func (st *shipStream) wait(ctx context.Context, deadline time.Time) (bool, error
 
 // build makes the batch of recs (contiguous, not empty), encoded (see
 // encodeBatch).
-func (s *Shipper) build(recs []wal.Record) (shipwire.Encoded, *flight, error) {
+func (s *Shipper) build(recs []wal.Record) (wire.Encoded, *flight, error) {
 	f := &flight{first: recs[0].Seq, last: recs[len(recs)-1].Seq, oldest: recs[0].AppendedAt, records: len(recs)}
 	vals := make([]longhaulv1.BatchInsight, len(recs)) // one allocation for the batch's insights
 	ins := make([]*longhaulv1.BatchInsight, 0, len(recs))

@@ -8,12 +8,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
-	"github.com/longhaul/longhaul/internal/shipwire"
+	"github.com/longhaul/longhaul/internal/wire"
 )
 
 // FuzzShipBatch feeds arbitrary bytes through what the primary does with a
 // shipping message before PostgreSQL sees it: decode (with its server's
-// codec, internal/shipwire, falling back to proto), collapse, sort, and
+// codec, internal/wire, falling back to proto), collapse, sort, and
 // build the columns and COPY rows. Nothing may panic, and every row the
 // collapse keeps is one of the batch's keys, once.
 func FuzzShipBatch(f *testing.F) {
@@ -33,7 +33,7 @@ func FuzzShipBatch(f *testing.F) {
 	f.Add([]byte{0x12, 0x03, 0x0a, 0x01, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req longhaulv1.ShipRequest
-		if (shipwire.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, &req) != nil {
+		if (wire.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, &req) != nil {
 			return
 		}
 		batch := req.GetBatch()

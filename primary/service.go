@@ -18,7 +18,7 @@ import (
 
 	longhaulv1 "github.com/longhaul/longhaul/api/longhaul/v1"
 	"github.com/longhaul/longhaul/internal/serve"
-	"github.com/longhaul/longhaul/internal/shipwire"
+	"github.com/longhaul/longhaul/internal/wire"
 	_ "github.com/longhaul/longhaul/internal/zstdgrpc" // edges ship zstd-compressed batches
 	"github.com/longhaul/longhaul/primary/migrate"
 )
@@ -168,8 +168,8 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 		grpc.InitialConnWindowSize(64<<20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
 		// Batches are read into insights sharing one copy of the request,
-		// not a string per field (see internal/shipwire).
-		grpc.ForceServerCodecV2(shipwire.Codec{}),
+		// not a string per field (see internal/wire).
+		grpc.ForceServerCodecV2(wire.Codec{}),
 	)...)
 	longhaulv1.RegisterShipperServer(s.grpc.Server, s.server)
 	s.grpc.Serve(s.ln, longhaulv1.Shipper_ServiceDesc.ServiceName)

@@ -1,19 +1,23 @@
-// Package shipwire reads and writes the shipping stream's batches without
-// going through proto's reflection for each insight, on both ends:
+// Package wire reads and writes the hot path's protobuf messages by hand,
+// without proto's reflection and allocations per field of each insight:
 //
+//   - The edge reads a PushRequest into insights whose strings share one
+//     copy of it (DecodePushRequest), and writes each accepted insight's WAL
+//     record (AppendInsightRecord, byte for byte what proto writes).
 //   - An insight's WAL record is a WalRecord whose field 1 holds the
 //     BatchInsight's encoding, and a Batch's insights field holds exactly
-//     that encoding too. The edge reads what collapsing needs straight from
-//     a record's bytes (DecodeInsight) and copies the winners' bytes into
-//     the batch it encodes (Encoded).
-//   - The primary reads a ShipRequest holding a batch into messages whose
-//     strings share one copy of the request (DecodeShipRequest).
+//     that encoding too. The edge's shipper reads what collapsing needs
+//     straight from a record's bytes (DecodeInsight) and copies the
+//     winners' bytes into the batch it encodes (Encoded).
+//   - The primary reads a ShipRequest holding a batch into insights whose
+//     strings share one copy of it (DecodeShipRequest).
 //
-// Both decoders accept only what proto.Unmarshal accepts, and read it as
-// proto does (the fuzz targets check it); for anything in another shape (a
-// field this version does not know, a Hello) they report false, and the
-// caller falls back to proto. Codec puts both on a gRPC stream.
-package shipwire
+// The decoders accept only what proto.Unmarshal accepts, and read it as
+// proto does (the rapid tests and fuzz targets check it); for anything in
+// another shape (Struct details, a field this version does not know, a
+// Hello) they report false, and the caller falls back to proto. Codec puts
+// them on a gRPC server or stream.
+package wire
 
 import (
 	"unicode/utf8"
@@ -212,6 +216,7 @@ func DecodeShipRequest(b []byte, req *longhaulv1.ShipRequest) (ok bool) {
 			return false
 		}
 	}
+	req.Reset()
 	req.Kind = &longhaulv1.ShipRequest_Batch{Batch: batch}
 	return true
 }
@@ -219,9 +224,9 @@ func DecodeShipRequest(b []byte, req *longhaulv1.ShipRequest) (ok bool) {
 // Encoded is a message already encoded: Codec sends its bytes as they are.
 type Encoded []byte
 
-// Codec is proto, but sends an Encoded as it is and reads a ShipRequest
-// with DecodeShipRequest. Its name is proto's: the other end needs nothing
-// of it.
+// Codec is proto, but sends an Encoded as it is, and reads a ShipRequest
+// with DecodeShipRequest and a PushRequest with DecodePushRequest. Its name
+// is proto's: the other end needs nothing of it.
 type Codec struct{}
 
 // Marshal encodes v.
@@ -234,10 +239,17 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 
 // Unmarshal decodes data into v.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if req, ok := v.(*longhaulv1.ShipRequest); ok {
+	switch m := v.(type) {
+	case *longhaulv1.ShipRequest:
 		b := data.MaterializeToBuffer(mem.DefaultBufferPool())
 		defer b.Free()
-		if DecodeShipRequest(b.ReadOnlyData(), req) {
+		if DecodeShipRequest(b.ReadOnlyData(), m) {
+			return nil
+		}
+	case *longhaulv1.PushRequest:
+		b := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer b.Free()
+		if DecodePushRequest(b.ReadOnlyData(), m) {
 			return nil
 		}
 	}

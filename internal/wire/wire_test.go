@@ -1,4 +1,4 @@
-package shipwire
+package wire
 
 import (
 	"testing"
