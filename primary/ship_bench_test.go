@@ -25,7 +25,7 @@ func BenchmarkShipParallel(b *testing.B) {
 		n = s
 	}
 	const perBatch = 15000
-	for _, parallel := range []int{1, 2} {
+	for _, parallel := range []int{1, 2, 3} {
 		b.Run(fmt.Sprintf("parallel=%d", parallel), func(b *testing.B) {
 			for i := range b.N {
 				b.StopTimer() // the service and the batches are made outside the clock
