@@ -1,8 +1,6 @@
 package wire
 
 import (
-	"unicode/utf8"
-
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,33 +25,23 @@ const (
 // an insight whose details are a Struct (details_json is the fast form),
 // or with a field this function does not read: decode that one with proto.
 func DecodePushRequest(b []byte, req *longhaulv1.PushRequest) (ok bool) {
-	count := 0
-	for i := 0; i < len(b); {
-		num, typ, l := protowire.ConsumeTag(b[i:])
-		if l < 0 || num != fieldPushInsights || typ != protowire.BytesType {
-			return false
-		}
-		i += l
-		if l = protowire.ConsumeFieldValue(num, typ, b[i:]); l < 0 {
-			return false
-		}
-		i += l
-		count++
-	}
 	str := string(b) // the caller's b may be reused
+	count := 0
+	if !walk(b, str, func(f field) bool {
+		count++
+		return f.num == fieldPushInsights && f.bytes
+	}) {
+		return false
+	}
 	vals := make([]longhaulv1.Insight, count)
 	times := make([]timestamppb.Timestamp, count)
-	ins := make([]*longhaulv1.Insight, count)
-	for i, k := 0, 0; i < len(b); k++ {
-		_, _, l := protowire.ConsumeTag(b[i:])
-		i += l
-		v, l := protowire.ConsumeBytes(b[i:])
-		start := i + l - len(v)
-		i += l
-		if !decodePushInsight(v, str[start:i], &vals[k], &times[k]) {
-			return false
-		}
-		ins[k] = &vals[k]
+	ins := make([]*longhaulv1.Insight, 0, count)
+	if !walk(b, str, func(f field) bool {
+		k := len(ins)
+		ins = append(ins, &vals[k])
+		return decodePushInsight(f.v, f.s, &vals[k], &times[k])
+	}) {
+		return false
 	}
 	req.Reset()
 	req.Insights = ins
@@ -63,90 +51,32 @@ func DecodePushRequest(b []byte, req *longhaulv1.PushRequest) (ok bool) {
 // decodePushInsight reads an Insight's bytes raw into in, and its
 // observed_at into ts; str holds the same bytes as raw (see DecodeInsight).
 func decodePushInsight(raw []byte, str string, in *longhaulv1.Insight, ts *timestamppb.Timestamp) bool {
-	for i := 0; i < len(raw); {
-		num, typ, l := protowire.ConsumeTag(raw[i:])
-		if l < 0 {
-			return false
-		}
-		i += l
-		switch num {
-		case 1, 2, 3, 4, 8, 9, fieldInsightDetailsTxt:
-			if typ != protowire.BytesType {
-				return false
-			}
-			v, l := protowire.ConsumeBytes(raw[i:])
-			if l < 0 {
-				return false
-			}
-			start := i + l - len(v)
-			i += l
-			s := str[start:i]
-			if !utf8.ValidString(s) {
-				return false
-			}
-			switch num {
-			case 1:
-				in.AccountId = s
-			case 2:
-				in.Asset = s
-			case 3:
-				in.Kind = s
-			case 4:
-				in.Subject = s
-			case 8:
-				in.ScanId = s
-			case 9:
-				in.Checker = s
-			case fieldInsightDetailsTxt:
-				in.DetailsJson = s
-			}
-		case fieldInsightSeverity:
-			if typ != protowire.VarintType {
-				return false
-			}
-			v, l := protowire.ConsumeVarint(raw[i:])
-			if l < 0 {
-				return false
-			}
-			i += l
-			in.Severity = longhaulv1.Severity(int32(v))
-		case fieldInsightTimestamp:
-			if typ != protowire.BytesType {
-				return false
-			}
-			v, l := protowire.ConsumeBytes(raw[i:])
-			if l < 0 || !decodeTimestamp(v, ts) { // a second one merges into the first, as in proto
-				return false
-			}
-			i += l
-			in.ObservedAt = ts
+	return walk(raw, str, func(f field) bool {
+		switch {
+		case f.num == fieldInsightDetailsTxt:
+			s, ok := f.text()
+			in.DetailsJson = s
+			return ok
+		case f.num == fieldInsightSeverity && !f.bytes:
+			in.Severity = longhaulv1.Severity(int32(f.x))
+		case f.num == fieldInsightTimestamp && f.bytes:
+			in.ObservedAt = ts // a second one merges into the first, as in proto
+			return walk(f.v, f.s, func(f field) bool {
+				switch {
+				case f.num == fieldTimestampSeconds && !f.bytes:
+					ts.Seconds = int64(f.x)
+				case f.num == fieldTimestampNanos && !f.bytes:
+					ts.Nanos = int32(f.x)
+				default:
+					return false
+				}
+				return true
+			})
 		default: // details as a Struct (6) among others
-			return false
+			return insightText(f, &in.AccountId, &in.Asset, &in.Kind, &in.Subject, &in.ScanId, &in.Checker)
 		}
-	}
-	return true
-}
-
-// decodeTimestamp reads a google.protobuf.Timestamp's bytes into ts.
-func decodeTimestamp(raw []byte, ts *timestamppb.Timestamp) bool {
-	for i := 0; i < len(raw); {
-		num, typ, l := protowire.ConsumeTag(raw[i:])
-		if l < 0 || typ != protowire.VarintType || (num != fieldTimestampSeconds && num != fieldTimestampNanos) {
-			return false
-		}
-		i += l
-		v, l := protowire.ConsumeVarint(raw[i:])
-		if l < 0 {
-			return false
-		}
-		i += l
-		if num == fieldTimestampSeconds {
-			ts.Seconds = int64(v)
-		} else {
-			ts.Nanos = int32(v)
-		}
-	}
-	return true
+		return true
+	})
 }
 
 // InsightRecordSize is the size of in's WAL record (AppendInsightRecord).

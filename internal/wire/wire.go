@@ -60,73 +60,105 @@ func RecordInsight(payload []byte) (raw []byte, ok bool) {
 	return payload[1+l:], true
 }
 
-// DecodeInsight reads a BatchInsight's bytes raw into in. str must hold
-// the same bytes as raw (string(raw), or a substring of a larger copy at
-// the same offsets): in's strings are substrings of it, and its details a
-// slice of raw. ok is false when raw holds a field other than 1-10 with
-// their wire types, or a string that is not valid UTF-8.
-func DecodeInsight(raw []byte, str string, in *longhaulv1.BatchInsight) (ok bool) {
+// field is one field of a message, as walk reads it.
+type field struct {
+	num   protowire.Number
+	bytes bool   // length-delimited, in v and s; else a varint, in x
+	v     []byte // the field's bytes
+	s     string // the same bytes, from walk's str
+	x     uint64
+}
+
+// text returns a length-delimited field as a string, and whether it is
+// one: valid UTF-8, as proto requires of a string field.
+func (f field) text() (string, bool) {
+	return f.s, f.bytes && utf8.ValidString(f.s)
+}
+
+// walk calls each with the fields of raw, in order; str holds the same
+// bytes as raw, at the same offsets. It returns false at malformed bytes,
+// at a field neither varint nor length-delimited, or as soon as each does.
+func walk(raw []byte, str string, each func(field) bool) bool {
 	for i := 0; i < len(raw); {
 		num, typ, l := protowire.ConsumeTag(raw[i:])
 		if l < 0 {
 			return false
 		}
 		i += l
-		switch num {
-		case 1, 2, 3, 4, 8, 9, fieldInsightDetails: // string, or bytes
-			if typ != protowire.BytesType {
-				return false
-			}
+		f := field{num: num}
+		switch typ {
+		case protowire.BytesType:
 			v, l := protowire.ConsumeBytes(raw[i:])
 			if l < 0 {
 				return false
 			}
-			start := i + l - len(v)
 			i += l
-			if num == fieldInsightDetails {
-				in.Details = v[:len(v):len(v)]
-				continue
-			}
-			s := str[start:i]
-			if !utf8.ValidString(s) {
-				return false
-			}
-			switch num {
-			case 1:
-				in.AccountId = s
-			case 2:
-				in.Asset = s
-			case 3:
-				in.Kind = s
-			case 4:
-				in.Subject = s
-			case 8:
-				in.ScanId = s
-			case 9:
-				in.Checker = s
-			}
-		case fieldInsightSeverity, fieldInsightObservedAt, FieldInsightFirstSeen:
-			if typ != protowire.VarintType {
-				return false
-			}
-			v, l := protowire.ConsumeVarint(raw[i:])
+			f.bytes, f.v, f.s = true, v, str[i-len(v):i]
+		case protowire.VarintType:
+			x, l := protowire.ConsumeVarint(raw[i:])
 			if l < 0 {
 				return false
 			}
 			i += l
-			switch num {
-			case fieldInsightSeverity:
-				in.Severity = longhaulv1.Severity(int32(v))
-			case fieldInsightObservedAt:
-				in.ObservedAtUnixMicros = int64(v)
-			case FieldInsightFirstSeen:
-				in.FirstSeenUnixMicros = int64(v)
-			}
+			f.x = x
 		default:
+			return false
+		}
+		if !each(f) {
 			return false
 		}
 	}
 	return true
+}
+
+// insightText sets in the string fields Insight and BatchInsight share:
+// account_id 1, asset 2, kind 3, subject 4, scan_id 8, checker 9. It
+// returns whether f is one of them, valid.
+func insightText(f field, account, asset, kind, subject, scan, checker *string) bool {
+	var to *string
+	switch f.num {
+	case 1:
+		to = account
+	case 2:
+		to = asset
+	case 3:
+		to = kind
+	case 4:
+		to = subject
+	case 8:
+		to = scan
+	case 9:
+		to = checker
+	default:
+		return false
+	}
+	s, ok := f.text()
+	*to = s
+	return ok
+}
+
+// DecodeInsight reads a BatchInsight's bytes raw into in. str must hold
+// the same bytes as raw (string(raw), or a substring of a larger copy at
+// the same offsets): in's strings are substrings of it, and its details a
+// slice of raw. ok is false when raw holds a field other than 1-10 with
+// their wire types, or a string that is not valid UTF-8.
+func DecodeInsight(raw []byte, str string, in *longhaulv1.BatchInsight) (ok bool) {
+	return walk(raw, str, func(f field) bool {
+		switch {
+		case f.num == fieldInsightDetails:
+			in.Details = f.v[:len(f.v):len(f.v)]
+			return f.bytes
+		case f.num == fieldInsightSeverity && !f.bytes:
+			in.Severity = longhaulv1.Severity(int32(f.x))
+		case f.num == fieldInsightObservedAt && !f.bytes:
+			in.ObservedAtUnixMicros = int64(f.x)
+		case f.num == FieldInsightFirstSeen && !f.bytes:
+			in.FirstSeenUnixMicros = int64(f.x)
+		default:
+			return insightText(f, &in.AccountId, &in.Asset, &in.Kind, &in.Subject, &in.ScanId, &in.Checker)
+		}
+		return true
+	})
 }
 
 // DecodeShipRequest reads b, a ShipRequest holding a Batch, into req. The
@@ -142,79 +174,53 @@ func DecodeShipRequest(b []byte, req *longhaulv1.ShipRequest) (ok bool) {
 	if l < 0 || n != uint64(len(b)-1-l) {
 		return false
 	}
-	body := b[1+l:]
+	buf := append([]byte(nil), b[1+l:]...) // the caller's b may be reused
+	str := string(buf)
 
 	// A first pass checks the framing and counts the insights, so that
 	// their messages are one allocation.
 	count := 0
-	for i := 0; i < len(body); {
-		num, typ, l := protowire.ConsumeTag(body[i:])
-		if l < 0 {
-			return false
-		}
-		i += l
-		if num == FieldBatchInsights && typ == protowire.BytesType {
+	if !walk(buf, str, func(f field) bool {
+		if f.num == FieldBatchInsights {
 			count++
 		}
-		l = protowire.ConsumeFieldValue(num, typ, body[i:])
-		if l < 0 {
-			return false
-		}
-		i += l
+		return true
+	}) {
+		return false
 	}
 
-	buf := append([]byte(nil), body...) // the caller's b may be reused
-	str := string(buf)
 	batch := &longhaulv1.Batch{Insights: make([]*longhaulv1.BatchInsight, 0, count)}
 	vals := make([]longhaulv1.BatchInsight, count)
-	for i := 0; i < len(buf); {
-		num, typ, l := protowire.ConsumeTag(buf[i:])
-		i += l
+	if !walk(buf, str, func(f field) bool {
 		switch {
-		case typ == protowire.BytesType && (num == FieldBatchEdgeID || num == FieldBatchInsights || num == FieldBatchCompletions || num == FieldBatchTallies):
-			v, l := protowire.ConsumeBytes(buf[i:])
-			start := i + l - len(v)
-			i += l
-			switch num {
-			case FieldBatchEdgeID:
-				s := str[start:i]
-				if !utf8.ValidString(s) {
-					return false
-				}
-				batch.EdgeId = s
-			case FieldBatchInsights:
-				in := &vals[len(batch.Insights)]
-				if !DecodeInsight(v, str[start:i], in) {
-					return false
-				}
-				batch.Insights = append(batch.Insights, in)
-			case FieldBatchCompletions:
-				c := &longhaulv1.ScanCompletion{}
-				if proto.Unmarshal(v, c) != nil {
-					return false
-				}
-				batch.Completions = append(batch.Completions, c)
-			case FieldBatchTallies:
-				t := &longhaulv1.ScanTally{}
-				if proto.Unmarshal(v, t) != nil {
-					return false
-				}
-				batch.Tallies = append(batch.Tallies, t)
-			}
-		case typ == protowire.VarintType && (num == FieldBatchFirstSeq || num == FieldBatchLastSeq || num == FieldBatchOldest):
-			v, l := protowire.ConsumeVarint(buf[i:])
-			i += l
-			switch num {
-			case FieldBatchFirstSeq:
-				batch.FirstSeq = v
-			case FieldBatchLastSeq:
-				batch.LastSeq = v
-			case FieldBatchOldest:
-				batch.OldestUnixMicros = int64(v)
-			}
+		case f.num == FieldBatchEdgeID:
+			s, ok := f.text()
+			batch.EdgeId = s
+			return ok
+		case f.num == FieldBatchInsights && f.bytes:
+			in := &vals[len(batch.Insights)]
+			batch.Insights = append(batch.Insights, in)
+			return DecodeInsight(f.v, f.s, in)
+		case f.num == FieldBatchCompletions && f.bytes:
+			c := &longhaulv1.ScanCompletion{}
+			batch.Completions = append(batch.Completions, c)
+			return proto.Unmarshal(f.v, c) == nil
+		case f.num == FieldBatchTallies && f.bytes:
+			t := &longhaulv1.ScanTally{}
+			batch.Tallies = append(batch.Tallies, t)
+			return proto.Unmarshal(f.v, t) == nil
+		case f.num == FieldBatchFirstSeq && !f.bytes:
+			batch.FirstSeq = f.x
+		case f.num == FieldBatchLastSeq && !f.bytes:
+			batch.LastSeq = f.x
+		case f.num == FieldBatchOldest && !f.bytes:
+			batch.OldestUnixMicros = int64(f.x)
 		default:
 			return false
 		}
+		return true
+	}) {
+		return false
 	}
 	req.Reset()
 	req.Kind = &longhaulv1.ShipRequest_Batch{Batch: batch}
