@@ -232,7 +232,11 @@ type Encoded []byte
 
 // Codec is proto, but sends an Encoded as it is, and reads a ShipRequest
 // with DecodeShipRequest and a PushRequest with DecodePushRequest. Its name
-// is proto's: the other end needs nothing of it.
+// is proto's: the other end needs nothing of it. The edge and the primary
+// put it on their servers and the shipping stream with
+// grpc.ForceServerCodecV2 and grpc.ForceCodecV2, which grpc-go marks
+// experimental; should they go, registering it as "proto"
+// (encoding.RegisterCodecV2) does the same for the whole process.
 type Codec struct{}
 
 // Marshal encodes v.
