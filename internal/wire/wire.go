@@ -12,6 +12,10 @@
 //   - The primary reads a ShipRequest holding a batch into insights whose
 //     strings share one copy of it (DecodeShipRequest).
 //
+// A string read from a request keeps the whole request's copy alive: what
+// outlives the request (a map key, a metric label) must strings.Clone it.
+// Today nothing does.
+//
 // The decoders accept only what proto.Unmarshal accepts, and read it as
 // proto does (the rapid tests and fuzz targets check it); for anything in
 // another shape (Struct details, a field this version does not know, a
