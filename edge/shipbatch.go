@@ -49,82 +49,67 @@ type batchParts struct {
 // collapsed from earlier observations gets its first_seen_unix_micros
 // appended after its bytes (the last occurrence of a field is its value).
 func encodeBatch(p batchParts) (wire.Encoded, error) {
-	var opts proto.MarshalOptions
-	insight := func(w coalesce.Obs) (size int, firstSeen bool) {
-		size = len(p.raws[w.Index])
-		if w.FirstSeen < w.In.ObservedAtUnixMicros {
-			size += protowire.SizeTag(wire.FieldInsightFirstSeen) + protowire.SizeVarint(uint64(w.FirstSeen))
-			firstSeen = true
-		}
-		return size, firstSeen
-	}
-	size := 0
-	if p.edgeID != "" {
-		size += protowire.SizeTag(wire.FieldBatchEdgeID) + protowire.SizeBytes(len(p.edgeID))
-	}
-	varints := []struct {
-		num protowire.Number
-		v   uint64
-	}{{wire.FieldBatchFirstSeq, p.first}, {wire.FieldBatchLastSeq, p.last}, {wire.FieldBatchOldest, uint64(p.oldest)}}
-	for _, f := range varints {
-		if f.v != 0 {
-			size += protowire.SizeTag(f.num) + protowire.SizeVarint(f.v)
-		}
-	}
+	// The batch is written after room for the request's tag and length
+	// (a varint of at most 5 bytes below 4 GiB), which go in front of it
+	// once its size is known.
+	const head = 1 + 5
+	n := head + 64
 	for _, w := range p.winners {
-		n, _ := insight(w)
-		size += protowire.SizeTag(wire.FieldBatchInsights) + protowire.SizeBytes(n)
+		n += len(p.raws[w.Index]) + 16
 	}
-	for _, c := range p.completions {
-		size += protowire.SizeTag(wire.FieldBatchCompletions) + protowire.SizeBytes(opts.Size(c))
-	}
-	tallies := make([]*longhaulv1.ScanTally, len(p.tallies))
-	for i, t := range p.tallies {
-		tallies[i] = &longhaulv1.ScanTally{ScanId: t.ScanID, Count: t.Count, MinObservedAtUnixMicros: t.MinObserved}
-		size += protowire.SizeTag(wire.FieldBatchTallies) + protowire.SizeBytes(opts.Size(tallies[i]))
-	}
-
-	b := make([]byte, 0, protowire.SizeTag(wire.FieldShipRequestBatch)+protowire.SizeBytes(size))
-	b = protowire.AppendTag(b, wire.FieldShipRequestBatch, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(size))
-	body := len(b)
+	b := make([]byte, head, n)
 	if p.edgeID != "" {
 		b = protowire.AppendTag(b, wire.FieldBatchEdgeID, protowire.BytesType)
 		b = protowire.AppendString(b, p.edgeID)
 	}
-	for _, f := range varints {
+	for _, f := range []struct {
+		num protowire.Number
+		v   uint64
+	}{{wire.FieldBatchFirstSeq, p.first}, {wire.FieldBatchLastSeq, p.last}, {wire.FieldBatchOldest, uint64(p.oldest)}} {
 		if f.v != 0 {
 			b = protowire.AppendTag(b, f.num, protowire.VarintType)
 			b = protowire.AppendVarint(b, f.v)
 		}
 	}
 	for _, w := range p.winners {
-		n, firstSeen := insight(w)
+		raw := p.raws[w.Index]
+		firstSeen := w.FirstSeen < w.In.ObservedAtUnixMicros
+		size := len(raw)
+		if firstSeen {
+			size += protowire.SizeTag(wire.FieldInsightFirstSeen) + protowire.SizeVarint(uint64(w.FirstSeen))
+		}
 		b = protowire.AppendTag(b, wire.FieldBatchInsights, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(n))
-		b = append(b, p.raws[w.Index]...)
+		b = protowire.AppendVarint(b, uint64(size))
+		b = append(b, raw...)
 		if firstSeen {
 			b = protowire.AppendTag(b, wire.FieldInsightFirstSeen, protowire.VarintType)
 			b = protowire.AppendVarint(b, uint64(w.FirstSeen))
 		}
 	}
-	var err error
+	message := func(num protowire.Number, m proto.Message) error {
+		mb, err := proto.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("edge: ship: encode a batch's %T: %w", m, err)
+		}
+		b = protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), mb)
+		return nil
+	}
 	for _, c := range p.completions {
-		b = protowire.AppendTag(b, wire.FieldBatchCompletions, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(opts.Size(c)))
-		if b, err = opts.MarshalAppend(b, c); err != nil {
-			return nil, fmt.Errorf("edge: ship: encode a completion: %w", err)
+		if err := message(wire.FieldBatchCompletions, c); err != nil {
+			return nil, err
 		}
 	}
-	for _, t := range tallies {
-		b = protowire.AppendTag(b, wire.FieldBatchTallies, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(opts.Size(t)))
-		if b, err = opts.MarshalAppend(b, t); err != nil {
-			return nil, fmt.Errorf("edge: ship: encode a tally: %w", err)
+	for _, t := range p.tallies {
+		if err := message(wire.FieldBatchTallies, &longhaulv1.ScanTally{ScanId: t.ScanID, Count: t.Count, MinObservedAtUnixMicros: t.MinObserved}); err != nil {
+			return nil, err
 		}
 	}
-	if len(b)-body != size {
-		return nil, fmt.Errorf("edge: ship: encoded a batch of %d bytes, sized %d", len(b)-body, size)
+	pre := protowire.AppendTag(make([]byte, 0, head), wire.FieldShipRequestBatch, protowire.BytesType)
+	pre = protowire.AppendVarint(pre, uint64(len(b)-head))
+	if len(pre) > head {
+		return nil, fmt.Errorf("edge: ship: a batch of %d bytes is too large to send", len(b)-head)
 	}
-	return b, nil
+	start := head - len(pre)
+	copy(b[start:], pre)
+	return b[start:], nil
 }

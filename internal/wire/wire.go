@@ -54,14 +54,20 @@ const (
 // RecordInsight returns the BatchInsight bytes of an insight's WAL record
 // (field 1 and nothing else); ok is false for any other payload.
 func RecordInsight(payload []byte) (raw []byte, ok bool) {
-	if len(payload) < 1 || payload[0] != byte(protowire.EncodeTag(FieldRecordInsight, protowire.BytesType)) {
+	return sole(payload, FieldRecordInsight)
+}
+
+// sole returns the bytes of b's one field, when b is exactly one
+// length-delimited field num.
+func sole(b []byte, num protowire.Number) ([]byte, bool) {
+	if len(b) < 1 || b[0] != byte(protowire.EncodeTag(num, protowire.BytesType)) {
 		return nil, false
 	}
-	n, l := protowire.ConsumeVarint(payload[1:])
-	if l < 0 || n != uint64(len(payload)-1-l) {
+	n, l := protowire.ConsumeVarint(b[1:])
+	if l < 0 || n != uint64(len(b)-1-l) {
 		return nil, false
 	}
-	return payload[1+l:], true
+	return b[1+l:], true
 }
 
 // field is one field of a message, as walk reads it.
@@ -171,14 +177,11 @@ func DecodeInsight(raw []byte, str string, in *longhaulv1.BatchInsight) (ok bool
 // request that is not a batch, or holds a field DecodeInsight or this
 // function does not read: decode that one with proto.
 func DecodeShipRequest(b []byte, req *longhaulv1.ShipRequest) (ok bool) {
-	if len(b) < 1 || b[0] != byte(protowire.EncodeTag(FieldShipRequestBatch, protowire.BytesType)) {
+	body, ok := sole(b, FieldShipRequestBatch)
+	if !ok {
 		return false
 	}
-	n, l := protowire.ConsumeVarint(b[1:])
-	if l < 0 || n != uint64(len(b)-1-l) {
-		return false
-	}
-	buf := append([]byte(nil), b[1+l:]...) // the caller's b may be reused
+	buf := append([]byte(nil), body...) // the caller's b may be reused
 	str := string(buf)
 
 	// A first pass checks the framing and counts the insights, so that
